@@ -1,0 +1,3 @@
+from authz_service.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""The ``authz-service`` command: serve, check, validate.
+
+Every option can also be given as an ``AUTHZ_*`` environment variable (``REDIS_URL``
+too), which is how the Kubernetes sidecar is usually configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from google.protobuf import json_format
+
+from authz_service.envoy_codec import request_view
+from authz_service.observability.decision_log import DecisionLog
+from authz_service.observability.logging import configure_logging
+from authz_service.pipeline import Pipeline
+from authz_service.policy import PolicyError, load_policy
+from authz_service.server.app import ServeOptions, serve
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"AUTHZ_{name}", default)
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(f"AUTHZ_{name}", default))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authz-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--config",
+            type=Path,
+            default=_env("CONFIG"),
+            required=_env("CONFIG") is None,
+            help="policy file (AUTHZ_CONFIG)",
+        )
+        command.add_argument(
+            "--log-level",
+            default=_env("LOG_LEVEL", "info"),
+            choices=["debug", "info", "warning", "error"],
+            help="log level (AUTHZ_LOG_LEVEL)",
+        )
+
+    serve_cmd = commands.add_parser("serve", help="run the ext_authz gRPC service")
+    with_config(serve_cmd)
+    serve_cmd.add_argument(
+        "--listen", default=_env("LISTEN", "127.0.0.1:9191"), help="gRPC address (AUTHZ_LISTEN)"
+    )
+    serve_cmd.add_argument(
+        "--metrics-listen",
+        default=_env("METRICS_LISTEN", "127.0.0.1:9464"),
+        help="Prometheus /metrics address (AUTHZ_METRICS_LISTEN)",
+    )
+    serve_cmd.add_argument(
+        "--grace-period",
+        type=float,
+        default=_env_float("GRACE_PERIOD", 10.0),
+        help="seconds for in-flight checks on SIGTERM (AUTHZ_GRACE_PERIOD)",
+    )
+    serve_cmd.add_argument(
+        "--redis-url",
+        default=_env("REDIS_URL", os.environ.get("REDIS_URL")),
+        help="quota store (AUTHZ_REDIS_URL or REDIS_URL); embedded if unset",
+    )
+    serve_cmd.add_argument(
+        "--record",
+        type=Path,
+        default=_env("RECORD"),
+        help="append every CheckRequest as JSON to this file, for replay with "
+        "`check` (contains tokens and bodies; debugging only)",
+    )
+
+    check_cmd = commands.add_parser(
+        "check", help="decide CheckRequests (protobuf JSON, one per line on stdin)"
+    )
+    with_config(check_cmd)
+
+    validate_cmd = commands.add_parser("validate", help="validate a policy file")
+    with_config(validate_cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        return _validate(args.config)
+    if args.command == "check":
+        configure_logging(sys.stderr.buffer, args.log_level)
+        return _check(args.config)
+    configure_logging(sys.stdout.buffer, args.log_level)
+    options = ServeOptions(
+        config=args.config,
+        listen=args.listen,
+        metrics_listen=args.metrics_listen,
+        grace_period_s=args.grace_period,
+        redis_url=args.redis_url or None,
+        record=args.record,
+    )
+    try:
+        asyncio.run(serve(options))
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+def _validate(config: Path) -> int:
+    try:
+        policy = load_policy(config)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {config}", file=sys.stderr)
+        return 1
+    print(f"{config}: OK ({len(policy.routes)} routes)")
+    return 0
+
+
+def _check(config: Path) -> int:
+    """Run each request through the very pipeline ``serve`` builds; one JSON line each."""
+    try:
+        policy = load_policy(config)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return asyncio.run(_check_lines(Pipeline(policy, (DecisionLog(),))))
+
+
+async def _check_lines(pipeline: Pipeline) -> int:
+    failures = 0
+    out = sys.stdout.buffer
+    for number, line in enumerate(sys.stdin.buffer, start=1):
+        if not line.strip():
+            continue
+        try:
+            request = json_format.Parse(line, CheckRequest())
+        except json_format.ParseError as exc:
+            failures += 1
+            out.write(orjson.dumps({"line": number, "error": f"not a CheckRequest: {exc}"}) + b"\n")
+            continue
+        decision = await pipeline.decide(request_view(request))
+        out.write(orjson.dumps(decision.summary()) + b"\n")
+        out.flush()
+    return 1 if failures else 0

@@ -1,0 +1,61 @@
+"""The contract between the pipeline and its layers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from authz_service.decision import Denial
+    from authz_service.policy.model import Route
+    from authz_service.request_view import RequestView
+
+LayerName = Literal["protocol", "identity", "syntax", "semantics", "cost", "routing"]
+"""Every layer of DESIGN.md, in pipeline order. Those not built yet have no implementation."""
+
+
+class _NoBody:
+    """Marks that no JSON body was parsed (distinct from a JSON ``null``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_JSON_BODY"
+
+
+NO_JSON_BODY: Any = _NoBody()
+
+
+@dataclass(slots=True)
+class Context:
+    """What the layers learn about one request, filled in pipeline order.
+
+    The view is read-only; each layer adds what it found (the parsed body, later the
+    principal, the token estimate, the reservation) or what the upstream should get.
+    """
+
+    view: RequestView
+    decision_id: str
+    route: Route | None
+    """The policy route that matched, or ``None`` (the protocol layer denies then)."""
+    methods_on_path: frozenset[str] = frozenset()
+    """Methods that other routes accept on this path: the ``Allow`` header of a 405."""
+    path_params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    json_body: Any = NO_JSON_BODY
+    """The body parsed once by the protocol layer on JSON routes."""
+    upstream_headers: dict[str, str] = field(default_factory=dict)
+    headers_to_remove: list[str] = field(default_factory=list)
+    response_headers: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Layer(Protocol):
+    """One layer of defense: reads the context, adds to it, or denies."""
+
+    name: LayerName
+
+    async def check(self, ctx: Context) -> Denial | None:
+        """Return a denial, or ``None`` to let the next layer look."""
+        ...

@@ -1,0 +1,1 @@
+"""What operators see: the decision log and Prometheus metrics."""

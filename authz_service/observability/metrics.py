@@ -1,0 +1,81 @@
+"""Prometheus metrics, exported as text on an asyncio HTTP endpoint.
+
+A tiny registry rather than ``prometheus_client``: two metric families, no locks needed
+(one event loop per process), and nothing to import on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections import Counter
+
+from authz_service.decision import Decision
+from authz_service.request_view import RequestView
+
+_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.decisions: Counter[tuple[str, str, str, str]] = Counter()
+        self._bucket_counts = [0] * (len(_BUCKETS_S) + 1)
+        self._latency_sum_s = 0.0
+        self.gauges: dict[str, float] = {}
+
+    def observe(self, view: RequestView, decision: Decision, latency_ns: int) -> None:
+        key = (decision.route or "", decision.layer or "", decision.reason, str(decision.status))
+        self.decisions[key] += 1
+        seconds = latency_ns / 1e9
+        self._bucket_counts[bisect.bisect_left(_BUCKETS_S, seconds)] += 1
+        self._latency_sum_s += seconds
+
+    def render(self) -> str:
+        lines = [
+            "# HELP authz_decisions_total Decisions by route, deciding layer, reason and status.",
+            "# TYPE authz_decisions_total counter",
+        ]
+        for (route, layer, reason, status), count in sorted(self.decisions.items()):
+            labels = f'route="{route}",layer="{layer}",reason="{reason}",status="{status}"'
+            lines.append(f"authz_decisions_total{{{labels}}} {count}")
+        lines += [
+            "# HELP authz_decision_duration_seconds Time from CheckRequest to Decision.",
+            "# TYPE authz_decision_duration_seconds histogram",
+        ]
+        cumulative = 0
+        for bound, count in zip((*_BUCKETS_S, float("inf")), self._bucket_counts, strict=True):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(f'authz_decision_duration_seconds_bucket{{le="{le}"}} {cumulative}')
+        lines.append(f"authz_decision_duration_seconds_sum {self._latency_sum_s}")
+        lines.append(f"authz_decision_duration_seconds_count {cumulative}")
+        for name, value in sorted(self.gauges.items()):
+            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        return "\n".join(lines) + "\n"
+
+
+async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Server:
+    """``GET /metrics`` on ``host:port``; anything else is a 404."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), timeout=5)
+            while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b""):
+                pass
+            parts = request_line.split()
+            if len(parts) >= 2 and parts[0] == b"GET" and parts[1].split(b"?")[0] == b"/metrics":
+                status, body = "200 OK", metrics.render().encode()
+            else:
+                status, body = "404 Not Found", b"not found\n"
+            writer.write(
+                f"HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)

@@ -1,0 +1,149 @@
+"""The one place that knows the order of the layers, and turns their verdicts into a Decision.
+
+Fail closed by construction: whatever happens inside a layer (an exception, the deadline
+running out) ends as an in-band 503 denial with a decision id, never as an error that
+would leave the outcome to Envoy's ``failure_mode_allow``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+
+from authz_service.decision import Decision, Denial
+from authz_service.layers.base import Context, Layer, LayerName
+from authz_service.layers.protocol import ProtocolLayer
+from authz_service.policy import Policy
+from authz_service.policy.loader import route_table
+from authz_service.request_view import RequestView
+
+DECISION_ID_HEADER = "x-authz-decision-id"
+
+_log = structlog.get_logger("authz_service.pipeline")
+
+
+class DecisionObserver(Protocol):
+    """Told of every decision: the decision log and the metrics."""
+
+    def observe(self, view: RequestView, decision: Decision, latency_ns: int) -> None: ...
+
+
+def build_layers(policy: Policy) -> list[Layer]:
+    """The layers in DESIGN.md order. Identity, syntax, semantics, cost and routing come
+    next, each from its own issue; until they exist they are simply not in the list."""
+    return [ProtocolLayer(policy.unmatched)]
+
+
+def new_decision_id() -> str:
+    return secrets.token_hex(10)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        policy: Policy,
+        observers: Sequence[DecisionObserver] = (),
+        layers: Sequence[Layer] | None = None,
+    ) -> None:
+        self.policy = policy
+        self._routes = route_table(policy)
+        self._layers = tuple(build_layers(policy) if layers is None else layers)
+        self._deadline_s = policy.settings.decision_timeout_ms / 1000
+        self._observers = tuple(observers)
+
+    async def decide(self, view: RequestView) -> Decision:
+        started = time.perf_counter_ns()
+        decision_id = new_decision_id()
+        current: list[LayerName | None] = [None]
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                decision = await self._run(view, decision_id, current)
+        except TimeoutError:
+            _log.error("decision_timeout", decision_id=decision_id, layer=current[0])
+            decision = internal_denial(
+                decision_id, current[0], "internal.timeout", "the authorization deadline passed"
+            )
+        except Exception:
+            _log.exception("decision_failed", decision_id=decision_id, layer=current[0])
+            decision = internal_denial(
+                decision_id, current[0], "internal.error", "authorization failed internally"
+            )
+        latency_ns = time.perf_counter_ns() - started
+        for observer in self._observers:
+            observer.observe(view, decision, latency_ns)
+        return decision
+
+    async def _run(
+        self, view: RequestView, decision_id: str, current: list[LayerName | None]
+    ) -> Decision:
+        resolution = self._routes.resolve(view.host, view.method, view.path)
+        ctx = Context(
+            view=view,
+            decision_id=decision_id,
+            route=resolution.route,
+            methods_on_path=resolution.methods_on_path,
+            path_params=resolution.params,
+        )
+        for layer in self._layers:
+            current[0] = layer.name
+            denial = await layer.check(ctx)
+            if denial is not None:
+                return _deny(ctx, layer.name, denial)
+        return _allow(ctx)
+
+
+def _allow(ctx: Context) -> Decision:
+    ctx.upstream_headers[DECISION_ID_HEADER] = ctx.decision_id
+    ctx.response_headers[DECISION_ID_HEADER] = ctx.decision_id
+    ctx.metadata["decision_id"] = ctx.decision_id
+    return Decision(
+        decision_id=ctx.decision_id,
+        allowed=True,
+        status=200,
+        layer=None,
+        reason="allowed",
+        message="allowed",
+        route=ctx.route.name if ctx.route else None,
+        headers=ctx.upstream_headers,
+        headers_to_remove=tuple(
+            name for name in ctx.headers_to_remove if name not in ctx.upstream_headers
+        ),
+        response_headers=ctx.response_headers,
+        metadata=ctx.metadata,
+    )
+
+
+def _deny(ctx: Context, layer: LayerName, denial: Denial) -> Decision:
+    ctx.metadata["decision_id"] = ctx.decision_id
+    return Decision(
+        decision_id=ctx.decision_id,
+        allowed=False,
+        status=denial.status,
+        layer=layer,
+        reason=denial.reason,
+        message=denial.message,
+        route=ctx.route.name if ctx.route else None,
+        headers={**denial.headers, DECISION_ID_HEADER: ctx.decision_id},
+        details=denial.details,
+        metadata=ctx.metadata,
+    )
+
+
+def internal_denial(
+    decision_id: str, layer: LayerName | None, reason: str, message: str
+) -> Decision:
+    return Decision(
+        decision_id=decision_id,
+        allowed=False,
+        status=503,
+        layer=layer,
+        reason=reason,
+        message=message,
+        headers={DECISION_ID_HEADER: decision_id, "retry-after": "1"},
+        metadata={"decision_id": decision_id},
+    )

@@ -1,0 +1,124 @@
+"""Load a policy file, validate it as a whole, and compile it for the request path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from authz_service.layers.protocol import settings as protocol_settings
+from authz_service.policy.errors import KeyPath, PolicyError, Problem
+from authz_service.policy.model import KNOWN_METHODS, Policy, Route, Settings, Unmatched
+from authz_service.policy.routes import HostMatcher, PathMatcher, RouteTable, TemplateError
+from authz_service.policy.schema import POLICY_SCHEMA
+from authz_service.policy.yaml_source import YamlDocument
+
+_VALIDATOR = Draft202012Validator(POLICY_SCHEMA)
+
+
+def load_policy(file: str | Path) -> Policy:
+    """The compiled policy, or :class:`PolicyError` listing every problem in the file."""
+    document = YamlDocument(Path(file))
+    problems = list(document.problems)
+    if not problems:
+        problems.extend(_schema_problems(document))
+        problems.extend(_cross_check_problems(document))
+    if problems:
+        raise PolicyError(sorted(problems, key=lambda problem: problem.line or 0))
+    return _compile(document)
+
+
+def _schema_problems(document: YamlDocument) -> Iterator[Problem]:
+    errors = sorted(_VALIDATOR.iter_errors(document.data), key=lambda e: list(map(str, e.path)))
+    for error in errors:
+        for path, message in _describe(error):
+            yield Problem(document.file, path, message, document.line_of(path))
+
+
+def _describe(error: ValidationError) -> Iterator[tuple[KeyPath, str]]:
+    """Messages that name the key at fault, one per unknown key."""
+    path: KeyPath = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        allowed = schema.get("properties", {})
+        known = ", ".join(sorted(allowed))
+        for key in sorted(str(key) for key in error.instance if key not in allowed):
+            yield (*path, key), f"unknown key {key!r} (known keys: {known})"
+    elif error.validator in ("minProperties", "maxProperties") and schema.get("properties"):
+        yield path, "needs exactly one of: " + " or ".join(schema["properties"])
+    else:
+        yield path, error.message
+
+
+def _cross_check_problems(document: YamlDocument) -> Iterator[Problem]:
+    """What a schema cannot say: unique names, compilable templates, existing references.
+
+    Runs even when the schema found problems, so tolerates any shape."""
+    data = document.data if isinstance(document.data, dict) else {}
+    routes = data.get("routes")
+    if not isinstance(routes, list):
+        routes = []
+    names: set[str] = set()
+    for index, entry in enumerate(routes):
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("name")
+        if isinstance(name, str):
+            if name in names:
+                path: KeyPath = ("routes", index, "name")
+                yield Problem(
+                    document.file,
+                    path,
+                    f"route name {name!r} is used twice",
+                    document.line_of(path),
+                )
+            names.add(name)
+        match = entry.get("match")
+        template = match.get("path", {}) if isinstance(match, dict) else {}
+        if isinstance(template, dict) and isinstance(template.get("template"), str):
+            try:
+                PathMatcher.compile("template", template["template"])
+            except TemplateError as exc:
+                path = ("routes", index, "match", "path", "template")
+                yield Problem(document.file, path, str(exc), document.line_of(path))
+    unmatched = data.get("unmatched")
+    target = unmatched.get("route") if isinstance(unmatched, dict) else None
+    if isinstance(target, str) and target not in names:
+        path = ("unmatched", "route")
+        yield Problem(document.file, path, f"no route is named {target!r}", document.line_of(path))
+
+
+def _compile(document: YamlDocument) -> Policy:
+    """The request-time form of a file that passed every check."""
+    raw: dict[str, Any] = document.data
+    layer_defaults = raw.get("defaults", {})
+    routes = []
+    for entry in raw["routes"]:
+        ((kind, pattern),) = entry["match"]["path"].items()
+        routes.append(
+            Route(
+                name=entry["name"],
+                hosts=HostMatcher.compile(entry["match"].get("hosts", [])),
+                path=PathMatcher.compile(kind, pattern),
+                methods=frozenset(entry["match"].get("methods", KNOWN_METHODS)),
+                protocol=protocol_settings.build(
+                    {**layer_defaults.get("protocol", {}), **entry.get("protocol", {})}
+                ),
+            )
+        )
+    return Policy(
+        source=document.file,
+        routes=tuple(routes),
+        unmatched=Unmatched(**raw.get("unmatched", {})),
+        settings=Settings(**raw.get("settings", {})),
+    )
+
+
+def route_table(policy: Policy) -> RouteTable:
+    """The request-path lookup structure for ``policy``."""
+    by_name = {route.name: route for route in policy.routes}
+    fallback = by_name[policy.unmatched.route] if policy.unmatched.route else None
+    return RouteTable(policy.routes, fallback)

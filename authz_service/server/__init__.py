@@ -1,0 +1,1 @@
+"""The gRPC side: the ext_authz servicer, health, reflection, and the process lifecycle."""

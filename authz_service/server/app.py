@@ -1,0 +1,150 @@
+"""The ``serve`` process: gRPC server, health, reflection, metrics, reload and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+import structlog
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from authz_service.observability.decision_log import DecisionLog
+from authz_service.observability.metrics import Metrics, serve_metrics
+from authz_service.pipeline import Pipeline
+from authz_service.policy import PolicyError, load_policy
+from authz_service.server.authorization import AuthorizationServicer
+from authz_service.server.recorder import RequestRecorder
+
+AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+_GRPC_OVERHEAD_BYTES = 1024 * 1024
+"""Room for headers and attributes on top of the largest body a CheckRequest carries."""
+
+_log = structlog.get_logger("authz_service.server")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    config: Path
+    listen: str = "127.0.0.1:9191"
+    metrics_listen: str = "127.0.0.1:9464"
+    grace_period_s: float = 10.0
+    redis_url: str | None = None
+    record: Path | None = None
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Service:
+    """One serving process and everything it owns."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        self._observers = (DecisionLog(), self.metrics)
+        policy = load_policy(options.config)
+        self._max_message_bytes = policy.max_body_bytes + _GRPC_OVERHEAD_BYTES
+        self._recorder = RequestRecorder(options.record) if options.record else None
+        self.authorization = AuthorizationServicer(
+            Pipeline(policy, self._observers), self._recorder
+        )
+        self.health = HealthServicer()
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self._max_message_bytes),
+                ("grpc.so_reuseport", 1),
+            ]
+        )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(self.authorization, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                AUTHORIZATION_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        bound = server.add_insecure_port(self.options.listen)
+        if bound == 0:
+            raise OSError(f"cannot listen on {self.options.listen}")
+        metrics_host, metrics_port = split_host_port(self.options.metrics_listen)
+        metrics_server = await serve_metrics(self.metrics, metrics_host, metrics_port)
+        await server.start()
+        self._announce_store()
+        if self._recorder is not None:
+            _log.warning(
+                "recording_requests",
+                file=str(self.options.record),
+                note="captures contain headers and bodies: tokens and prompts",
+            )
+        # Nothing in this issue depends on anything outside the process: SERVING now.
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        _log.info(
+            "serving",
+            listen=self.options.listen,
+            metrics=self.options.metrics_listen,
+            policy=str(self.options.config),
+            max_message_bytes=self._max_message_bytes,
+        )
+        self._install_signal_handlers()
+        await self._stopping.wait()
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        _log.info("stopping", grace_period_s=self.options.grace_period_s)
+        await server.stop(self.options.grace_period_s)
+        metrics_server.close()
+        if self._recorder is not None:
+            self._recorder.close()
+        _log.info("stopped")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def reload(self) -> None:
+        """Swap in the policy file's current content, or keep the old one if it is bad."""
+        try:
+            policy = load_policy(self.options.config)
+        except PolicyError as exc:
+            _log.error("reload_rejected", problems=[str(problem) for problem in exc.problems])
+            return
+        if policy.max_body_bytes + _GRPC_OVERHEAD_BYTES > self._max_message_bytes:
+            _log.warning("reload_body_limit_needs_restart", max_body_bytes=policy.max_body_bytes)
+        self.authorization.pipeline = Pipeline(policy, self._observers)
+        _log.info("reloaded", policy=str(self.options.config))
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for service in ("", AUTHORIZATION_SERVICE):
+            await self.health.set(service, status)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def _announce_store(self) -> None:
+        if self.options.redis_url:
+            where = urlsplit(self.options.redis_url)
+            _log.info("store", backend="redis", host=where.hostname, port=where.port)
+        else:
+            _log.warning(
+                "store",
+                backend="embedded",
+                note="no REDIS_URL: quota state lives in this process (one replica)",
+            )
+
+
+async def serve(options: ServeOptions) -> None:
+    await Service(options).run()

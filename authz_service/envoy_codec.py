@@ -47,7 +47,7 @@ def request_view(request: CheckRequest) -> RequestView:
         host=http.host or headers.get(":authority", ""),
         scheme=http.scheme,
         protocol=http.protocol,
-        request_id=http.id or headers.get("x-request-id", ""),
+        request_id=headers.get("x-request-id", "") or http.id,
         headers=MappingProxyType(headers),
         body=body,
         body_truncated=headers.get(PARTIAL_BODY_HEADER) == "true",

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -450,3 +451,15 @@ def test_cli_serves_until_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_bad_chunked_framing_is_400_and_closes(upstreams: MockUpstreams) -> None:
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw = head + b"zz\r\nabc\r\n0\r\n\r\n"  # "zz" is not a hex chunk size
+    with socket.create_connection(upstreams.addresses["hosted"], timeout=5) as sock:
+        sock.sendall(raw)
+        received = b""
+        while data := sock.recv(65536):  # the server closes the connection after answering
+            received += data
+    assert received.startswith(b"HTTP/1.1 400 ")
+    assert b"connection: close" in received.lower()

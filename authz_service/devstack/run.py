@@ -1,0 +1,79 @@
+"""``make run``: the demo stack in the foreground, with commands to paste."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+from authz_service.devstack.stack import DEMO_POLICY, DEMO_PORTS, REPO, Ports, Stack
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 PNG, to show an image the classifier accepts."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = (1).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    pixels = zlib.compress(b"\x00\xff\x80\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def commands(ports: Ports) -> str:
+    edge = f"http://127.0.0.1:{ports.http}"
+    tls = f"https://127.0.0.1:{ports.https}"
+    chat = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello!"}]}'
+    image = base64.b64encode(tiny_png()).decode()
+    json = "-H 'content-type: application/json'"
+    return f"""
+Ready. Paste these (each denial is JSON with a decision id; watch the decision log here):
+
+  # allowed: a chat completion through Envoy (HTTP, then TLS with the dev certificate)
+  curl -i {edge}/v1/chat/completions {json} -d '{chat}'
+  curl -i --cacert .run/certs/dev.crt {tls}/v1/chat/completions {json} -d '{chat}'
+
+  # allowed: an image the classifier accepts
+  curl -i {edge}/v1/classify {json} -d '{{"image":"{image}","top_k":3}}'
+
+  # denied 400: malformed JSON never reaches the fragile classifier
+  curl -i {edge}/v1/classify {json} -d '{{"image": "iVBOR'
+  curl -s http://127.0.0.1:{ports.hosted}/__stats    # /v1/classify counted once, not twice
+
+  # denied 405 (wrong method), 415 (wrong content type), 404 (no route)
+  curl -i {edge}/v1/chat/completions
+  curl -i {edge}/v1/chat/completions -H 'content-type: text/plain' -d 'hi'
+  curl -i {edge}/nowhere
+
+  # metrics, and the same decision offline with `authz-service check`
+  curl -s http://127.0.0.1:{ports.metrics}/metrics
+  echo '{{"attributes":{{"request":{{"http":{{"method":"GET","path":"/nowhere"}}}}}}}}' \\
+    | .venv/bin/authz-service check --config {DEMO_POLICY.relative_to(REPO)}
+
+Ctrl-C stops everything.
+"""
+
+
+def main() -> int:
+    run_dir = REPO / ".run"
+    if not os.environ.get("REDIS_URL"):
+        print("note: REDIS_URL is not set: the embedded in-memory store serves (single replica)")
+    stopped = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with Stack(Path(run_dir), DEMO_PORTS, logs_to_files=False):
+        print(commands(DEMO_PORTS), flush=True)
+        stopped.wait()
+        print("\nstopping…", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -249,7 +249,8 @@ class Stack:
             return False
 
     def _service_serving(self) -> bool:
-        return service_health(self.ports.authz) == health_pb2.HealthCheckResponse.SERVING
+        serving: int = health_pb2.HealthCheckResponse.SERVING
+        return service_health(self.ports.authz) == serving
 
 
 def service_health(port: int, service: str = "") -> int | None:

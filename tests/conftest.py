@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from authz_service.devstack.stack import Ports, Stack
+
+
+@pytest.fixture(scope="session")
+def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The demo stack of `make run` (Envoy, service, mock upstreams) on free ports.
+
+    The service records every CheckRequest Envoy sends, so tests can replay them."""
+    run_dir: Path = tmp_path_factory.mktemp("stack")
+    with Stack(
+        run_dir, Ports.free(), service_args=("--record", str(run_dir / "requests.jsonl"))
+    ) as stack:
+        yield stack

@@ -146,6 +146,9 @@ class Stack:
                 "warning",
                 "--drain-time-s",
                 "1",
+                # Access logs reach the file within 200 ms, not 10 s (the default).
+                "--file-flush-interval-msec",
+                "200",
             ],
         )
         self._wait("envoy", self._envoy_ready)

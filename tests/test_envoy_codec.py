@@ -23,8 +23,12 @@ def test_view_from_plain_headers_and_string_body() -> None:
     request.attributes.source.principal = "spiffe://demo/sa/client"
     request.attributes.context_extensions["route_group"] = "chat"
     view = request_view(request)
-    assert (view.method, view.path, view.query, view.host) == ("POST", "/v1/x", "a=1&b=2",
-                                                               "API.local")
+    assert (view.method, view.path, view.query, view.host) == (
+        "POST",
+        "/v1/x",
+        "a=1&b=2",
+        "API.local",
+    )
     assert view.headers["content-type"] == "application/json"
     assert view.content_type == "application/json"
     assert view.request_id == "rid-1"
@@ -40,8 +44,12 @@ def test_view_prefers_raw_body_and_header_map() -> None:
     http = request.attributes.request.http
     http.raw_body = b"\x89PNG\x00\xff"
     http.body = "ignored"
-    for key, value in (("accept", b"a"), ("Accept", b"b"), ("x-envoy-auth-partial-body", b"true"),
-                       ("content-length", b"123")):
+    for key, value in (
+        ("accept", b"a"),
+        ("Accept", b"b"),
+        ("x-envoy-auth-partial-body", b"true"),
+        ("content-length", b"123"),
+    ):
         http.header_map.headers.append(HeaderValue(key=key, raw_value=value))
     view = request_view(request)
     assert view.body == b"\x89PNG\x00\xff"
@@ -53,9 +61,15 @@ def test_view_prefers_raw_body_and_header_map() -> None:
 
 def test_allow_response_overwrites_headers_and_carries_metadata() -> None:
     decision = Decision(
-        decision_id="d1", allowed=True, status=200, layer=None, reason="allowed",
-        message="allowed", headers={"x-authz-decision-id": "d1"},
-        headers_to_remove=("x-authz-tier",), response_headers={"x-authz-decision-id": "d1"},
+        decision_id="d1",
+        allowed=True,
+        status=200,
+        layer=None,
+        reason="allowed",
+        message="allowed",
+        headers={"x-authz-decision-id": "d1"},
+        headers_to_remove=("x-authz-tier",),
+        response_headers={"x-authz-decision-id": "d1"},
         metadata={"decision_id": "d1"},
     )
     response = check_response(decision)
@@ -70,17 +84,29 @@ def test_allow_response_overwrites_headers_and_carries_metadata() -> None:
 
 def test_deny_response_has_json_body_status_and_headers() -> None:
     decision = Decision(
-        decision_id="d2", allowed=False, status=405, layer="protocol",
-        reason="protocol.method_not_allowed", message="GET is not allowed",
-        headers={"allow": "POST", "x-authz-decision-id": "d2"}, metadata={"decision_id": "d2"},
+        decision_id="d2",
+        allowed=False,
+        status=405,
+        layer="protocol",
+        reason="protocol.method_not_allowed",
+        message="GET is not allowed",
+        headers={"allow": "POST", "x-authz-decision-id": "d2"},
+        metadata={"decision_id": "d2"},
     )
     response = check_response(decision)
     assert response.status.code == code_pb2.PERMISSION_DENIED
     denied = response.denied_response
     assert denied.status.code == 405
     headers = {option.header.key: option.header.value for option in denied.headers}
-    assert headers == {"allow": "POST", "x-authz-decision-id": "d2",
-                       "content-type": "application/json"}
-    assert json.loads(denied.body) == {"error": {"code": "protocol.method_not_allowed",
-                                                 "message": "GET is not allowed",
-                                                 "decision_id": "d2"}}
+    assert headers == {
+        "allow": "POST",
+        "x-authz-decision-id": "d2",
+        "content-type": "application/json",
+    }
+    assert json.loads(denied.body) == {
+        "error": {
+            "code": "protocol.method_not_allowed",
+            "message": "GET is not allowed",
+            "decision_id": "d2",
+        }
+    }

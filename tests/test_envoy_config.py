@@ -26,7 +26,10 @@ def test_envoy_validates(config: Path, tmp_path: Path) -> None:
     rendered.write_text(yaml.safe_dump(render_envoy_config(config, Ports(), tmp_path)))
     result = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(rendered), "--use-dynamic-base-id"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout + result.stderr

@@ -95,15 +95,31 @@ def test_shipped_policies_are_valid(file: Path) -> None:
 
 def test_validate_command_exit_codes(tmp_path: Path) -> None:
     good = subprocess.run(
-        [sys.executable, "-m", "authz_service", "validate", "--config",
-         str(REPO / "deploy" / "policies" / "demo.yaml")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "authz_service",
+            "validate",
+            "--config",
+            str(REPO / "deploy" / "policies" / "demo.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert good.returncode == 0, good.stderr
     bad = subprocess.run(
-        [sys.executable, "-m", "authz_service", "validate", "--config",
-         str(write_policy(tmp_path, BROKEN))],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "authz_service",
+            "validate",
+            "--config",
+            str(write_policy(tmp_path, BROKEN)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert bad.returncode == 1
     assert "9 problem(s)" in bad.stderr

@@ -84,8 +84,9 @@ def test_template_and_host_matching(policy: Path) -> None:
 
 
 def test_content_type_not_accepted_is_415(policy: Path) -> None:
-    decision = run(policy, "POST", "/v1/chat/completions", headers={"content-type": "text/xml"},
-                   body=b"<a/>")
+    decision = run(
+        policy, "POST", "/v1/chat/completions", headers={"content-type": "text/xml"}, body=b"<a/>"
+    )
     assert (decision.status, decision.reason) == (415, "protocol.unsupported_media_type")
     assert "application/json" in decision.message
     no_type = run(policy, "POST", "/v1/chat/completions", body=b"{}")
@@ -112,11 +113,13 @@ def test_declared_length_counts_even_when_envoy_truncated(policy: Path) -> None:
 def test_truncated_body_is_413_unless_the_route_allows_it(tmp_path: Path) -> None:
     policy = write_policy(tmp_path, POLICY.replace("max_body_bytes: 1024", "max_body_bytes: 9999"))
     partial = {"x-envoy-auth-partial-body": "true"}
-    decision = run(policy, "POST", "/v1/chat/completions", headers={**JSON, **partial},
-                   body=b'{"a":')
+    decision = run(
+        policy, "POST", "/v1/chat/completions", headers={**JSON, **partial}, body=b'{"a":'
+    )
     assert (decision.status, decision.reason) == (413, "protocol.body_truncated")
-    upload = run(policy, "PUT", "/upload", headers={"content-type": "image/png", **partial},
-                 body=b"\x89PNG")
+    upload = run(
+        policy, "PUT", "/upload", headers={"content-type": "image/png", **partial}, body=b"\x89PNG"
+    )
     assert upload.allowed
 
 
@@ -145,8 +148,13 @@ def test_json_depth_and_element_limits(policy: Path) -> None:
     assert (deep.status, deep.reason) == (400, "protocol.json_too_deep")
     ok = run(policy, "POST", "/v1/chat/completions", headers=JSON, body=b'{"a":[[[1]]]}')
     assert ok.allowed
-    wide = run(policy, "POST", "/v1/chat/completions", headers=JSON,
-               body=b'{"a":[' + b",".join([b"1"] * 25) + b"]}")
+    wide = run(
+        policy,
+        "POST",
+        "/v1/chat/completions",
+        headers=JSON,
+        body=b'{"a":[' + b",".join([b"1"] * 25) + b"]}",
+    )
     assert (wide.status, wide.reason) == (413, "protocol.json_too_many_elements")
 
 

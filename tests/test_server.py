@@ -46,8 +46,9 @@ def stub(stack: Stack) -> Iterator[external_auth_pb2_grpc.AuthorizationStub]:
 
 def check_status(stack: Stack, path: str = "/v1/chat/completions", body: bytes = b"{}") -> int:
     for authorization in stub(stack):
-        response = authorization.Check(check_request("POST", path, headers=JSON, body=body),
-                                       timeout=5)
+        response = authorization.Check(
+            check_request("POST", path, headers=JSON, body=body), timeout=5
+        )
         return 200 if response.HasField("ok_response") else response.denied_response.status.code
     raise AssertionError("unreachable")
 
@@ -78,8 +79,9 @@ def test_a_message_beyond_the_largest_body_is_refused(service: Stack) -> None:
 
 def test_reload_swaps_a_good_policy_and_keeps_the_old_on_a_bad_one(service: Stack) -> None:
     assert check_status(service, "/v1/embeddings") == 404
-    service.policy.write_text(POLICY.replace("/v1/chat/completions", "/v1/embeddings")
-                              .replace("\n    ", "\n"))
+    service.policy.write_text(
+        POLICY.replace("/v1/chat/completions", "/v1/embeddings").replace("\n    ", "\n")
+    )
     service.process("authz").send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 5
     while check_status(service, "/v1/embeddings") != 200:
@@ -98,8 +100,12 @@ def test_sigterm_finishes_in_flight_checks_then_exits_cleanly(service: Stack) ->
     """No decision the service made is lost: every request it logged got its answer."""
 
     def one_check(number: int) -> bool:
-        request = check_request("POST", "/v1/chat/completions",
-                                headers={**JSON, "x-request-id": f"r{number}"}, body=b"{}")
+        request = check_request(
+            "POST",
+            "/v1/chat/completions",
+            headers={**JSON, "x-request-id": f"r{number}"},
+            body=b"{}",
+        )
         try:
             for authorization in stub(service):
                 return bool(authorization.Check(request, timeout=5).HasField("ok_response"))

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +22,14 @@ CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "conten
 JSON = {"content-type": "application/json"}
 
 
-def edge(stack: Stack, method: str, path: str, body: bytes | str | None = None,
-         headers: dict[str, str] | None = None, tls: bool = False) -> Reply:
+def edge(
+    stack: Stack,
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    headers: dict[str, str] | None = None,
+    tls: bool = False,
+) -> Reply:
     data = body.encode() if isinstance(body, str) else body
     if tls:
         url = f"https://localhost:{stack.ports.https}{path}"
@@ -38,11 +43,25 @@ def upstream_count(stack: Stack, path: str) -> int:
     return count
 
 
+def recorded_requests(stack: Stack, at_least: int) -> list[str]:
+    """The CheckRequests the service recorded (written off the event loop, so wait)."""
+    recording = stack.run_dir / "requests.jsonl"
+    deadline = time.monotonic() + 5
+    while True:
+        lines = recording.read_text().splitlines() if recording.exists() else []
+        if len(lines) >= at_least or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
+
+
 def decision_log(stack: Stack, decision_id: str) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 5
     while True:
-        lines = [json.loads(line) for line in stack.log_path("authz").read_text().splitlines()
-                 if line.startswith("{")]
+        lines = [
+            json.loads(line)
+            for line in stack.log_path("authz").read_text().splitlines()
+            if line.startswith("{")
+        ]
         found = [line for line in lines if line.get("decision_id") == decision_id]
         if found or time.monotonic() > deadline:
             return found
@@ -74,13 +93,15 @@ def test_malformed_json_never_reaches_the_classifier(demo_stack: Stack) -> None:
     assert upstream_count(demo_stack, "/v1/classify") == before
     (logged,) = decision_log(demo_stack, error["decision_id"])
     assert (logged["layer"], logged["reason"], logged["status"]) == (
-        "protocol", "protocol.invalid_json", 400)
+        "protocol",
+        "protocol.invalid_json",
+        400,
+    )
 
 
 def test_a_valid_image_is_classified(demo_stack: Stack) -> None:
     image = base64.b64encode(tiny_png()).decode()
-    reply = edge(demo_stack, "POST", "/v1/classify", json.dumps({"image": image, "top_k": 2}),
-                 JSON)
+    reply = edge(demo_stack, "POST", "/v1/classify", json.dumps({"image": image, "top_k": 2}), JSON)
     assert reply.status == 200, reply.body
     assert len(reply.json()["predictions"]) == 2
 
@@ -89,18 +110,36 @@ def test_a_valid_image_is_classified(demo_stack: Stack) -> None:
     ("method", "path", "body", "headers", "status", "code"),
     [
         ("GET", "/v1/chat/completions", None, {}, 405, "protocol.method_not_allowed"),
-        ("POST", "/v1/chat/completions", "hi", {"content-type": "text/plain"}, 415,
-         "protocol.unsupported_media_type"),
+        (
+            "POST",
+            "/v1/chat/completions",
+            "hi",
+            {"content-type": "text/plain"},
+            415,
+            "protocol.unsupported_media_type",
+        ),
         ("POST", "/v1/chat/completions", "", JSON, 400, "protocol.body_required"),
         ("GET", "/nowhere", None, {}, 404, "protocol.route_not_found"),
-        ("POST", "/echo", b"caf\xc3", {"content-type": "text/plain"}, 400,
-         "protocol.invalid_utf8"),
-        ("POST", "/v1/chat/completions", '{"a":' * 40 + "1" + "}" * 40, JSON, 400,
-         "protocol.json_too_deep"),
+        ("POST", "/echo", b"caf\xc3", {"content-type": "text/plain"}, 400, "protocol.invalid_utf8"),
+        (
+            "POST",
+            "/v1/chat/completions",
+            '{"a":' * 40 + "1" + "}" * 40,
+            JSON,
+            400,
+            "protocol.json_too_deep",
+        ),
     ],
 )
-def test_denials_through_envoy(demo_stack: Stack, method: str, path: str, body: str | None,
-                               headers: dict[str, str], status: int, code: str) -> None:
+def test_denials_through_envoy(
+    demo_stack: Stack,
+    method: str,
+    path: str,
+    body: str | None,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
     reply = edge(demo_stack, method, path, body, headers)
     assert reply.status == status, reply.body
     assert reply.json()["error"]["code"] == code
@@ -133,9 +172,11 @@ def test_binary_body_arrives_byte_for_byte(demo_stack: Stack) -> None:
     reply = edge(demo_stack, "POST", "/echo", png, {"content-type": "application/octet-stream"})
     assert reply.status == 200
     assert reply.json()["body_sha256"] == hashlib.sha256(png).hexdigest()
-    recorded = (demo_stack.run_dir / "requests.jsonl").read_text().splitlines()
-    bodies = [json.loads(line)["attributes"]["request"]["http"].get("rawBody") for line in recorded]
-    assert base64.b64encode(png).decode() in bodies  # what the service got, not only the upstream
+    wanted = base64.b64encode(png).decode()
+    deadline = time.monotonic() + 5
+    while not any(wanted in line for line in recorded_requests(demo_stack, 1)):
+        assert time.monotonic() < deadline, "the service never got the PNG intact"
+        time.sleep(0.02)  # what the service got, not only the upstream
 
 
 def test_spoofed_internal_headers_are_stripped(demo_stack: Stack) -> None:
@@ -154,17 +195,18 @@ def test_check_gives_the_same_decision_as_envoy(demo_stack: Stack) -> None:
         ("DELETE", "/v1/chat/completions", None, {}, 405),
         ("GET", "/nowhere", None, {}, 404),
     ]
-    recording = demo_stack.run_dir / "requests.jsonl"
     for method, path, body, headers, status in requests:
-        offset = len(recording.read_text().splitlines()) if recording.exists() else 0
+        offset = len(recorded_requests(demo_stack, 0))
         reply = edge(demo_stack, method, path, body, headers)
         assert reply.status == status
-        time.sleep(0.1)
-        recorded = recording.read_text().splitlines()[offset:]
+        recorded = recorded_requests(demo_stack, offset + 1)[offset:]
         assert len(recorded) == 1
         offline = subprocess.run(
             [sys.executable, "-m", "authz_service", "check", "--config", str(demo_stack.policy)],
-            input=recorded[0], capture_output=True, text=True, check=True,
+            input=recorded[0],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         decision = json.loads(offline.stdout)
         assert decision["status"] == status
@@ -196,4 +238,12 @@ def test_run_prints_commands_that_name_the_stack_ports(demo_stack: Stack) -> Non
     text = commands(demo_stack.ports)
     assert f"http://127.0.0.1:{demo_stack.ports.http}/v1/chat/completions" in text
     assert f"https://127.0.0.1:{demo_stack.ports.https}" in text
-    _ = Path  # keep import for type checkers
+
+
+def test_invalid_utf8_in_a_header_is_400(demo_stack: Stack) -> None:
+    # http.client sends str headers as latin-1, so "\xff" goes out as the raw byte 0xFF.
+    reply = edge(demo_stack, "GET", "/echo", None, {"x-note": "caf\xe9 \xff"})
+    assert reply.status == 400
+    error = reply.json()["error"]
+    assert error["code"] == "protocol.invalid_header_encoding"
+    assert "x-note" in error["message"]

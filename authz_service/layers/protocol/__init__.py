@@ -12,6 +12,7 @@ from authz_service.decision import Denial
 from authz_service.layers.base import Context, LayerName
 from authz_service.layers.protocol.json_body import parse_json
 from authz_service.layers.protocol.settings import ProtocolSettings
+from authz_service.layers.protocol.utf8 import utf8_denial
 from authz_service.policy.model import Unmatched
 
 INTERNAL_HEADER_PREFIX = "x-authz-"
@@ -126,13 +127,4 @@ def _check_utf8(body: bytes, content_type: str) -> Denial | None:
                 "protocol.unsupported_charset",
                 f"charset {charset} is not accepted; send UTF-8",
             )
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return Denial(
-            400,
-            "protocol.invalid_utf8",
-            f"request body is not valid UTF-8 at byte {bad.start}",
-            details={"position": bad.start},
-        )
-    return None
+    return utf8_denial(body)

@@ -8,6 +8,7 @@ import orjson
 
 from authz_service.decision import Denial
 from authz_service.layers.protocol.settings import JsonLimits
+from authz_service.layers.protocol.utf8 import utf8_denial
 
 
 def parse_json(body: bytes, limits: JsonLimits) -> Any | Denial:
@@ -24,15 +25,9 @@ def parse_json(body: bytes, limits: JsonLimits) -> Any | Denial:
 
 
 def _parse_denial(body: bytes, exc: orjson.JSONDecodeError) -> Denial:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return Denial(
-            400,
-            "protocol.invalid_utf8",
-            f"request body is not valid UTF-8 at byte {bad.start}",
-            details={"position": bad.start},
-        )
+    not_utf8 = utf8_denial(body)
+    if not_utf8 is not None:
+        return not_utf8
     if exc.msg == "depth limit exceeded":
         return _too_deep(1024)
     return Denial(

@@ -29,8 +29,12 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"AUTHZ_{name}", default)
 
 
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(f"AUTHZ_{name}", default))
+def _address(value: str) -> str:
+    """``HOST:PORT`` with a numeric port, checked before anything starts."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,17 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", help="run the ext_authz gRPC service")
     with_config(serve_cmd)
     serve_cmd.add_argument(
-        "--listen", default=_env("LISTEN", "127.0.0.1:9191"), help="gRPC address (AUTHZ_LISTEN)"
+        "--listen",
+        type=_address,
+        default=_env("LISTEN", "127.0.0.1:9191"),
+        help="gRPC address (AUTHZ_LISTEN)",
     )
     serve_cmd.add_argument(
         "--metrics-listen",
+        type=_address,
         default=_env("METRICS_LISTEN", "127.0.0.1:9464"),
         help="Prometheus /metrics address (AUTHZ_METRICS_LISTEN)",
     )
     serve_cmd.add_argument(
         "--grace-period",
         type=float,
-        default=_env_float("GRACE_PERIOD", 10.0),
+        default=_env("GRACE_PERIOD", "10"),
         help="seconds for in-flight checks on SIGTERM (AUTHZ_GRACE_PERIOD)",
     )
     serve_cmd.add_argument(
@@ -111,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(options))
     except PolicyError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the port is taken
+        print(f"authz-service: {exc}", file=sys.stderr)
         return 2
     return 0
 

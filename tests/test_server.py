@@ -125,3 +125,34 @@ def test_sigterm_finishes_in_flight_checks_then_exits_cleanly(service: Stack) ->
     assert answered, "no check was answered before shutdown"
     assert decided <= answered
     assert log[-1]["event"] == "stopped"
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "authz_service",
+                "serve",
+                "--config",
+                str(write_policy(tmp_path, POLICY)),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr

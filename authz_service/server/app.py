@@ -77,9 +77,10 @@ class Service:
             ),
             server,
         )
-        bound = server.add_insecure_port(self.options.listen)
-        if bound == 0:
-            raise OSError(f"cannot listen on {self.options.listen}")
+        try:
+            server.add_insecure_port(self.options.listen)
+        except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
+            raise OSError(f"cannot listen on {self.options.listen}") from exc
         metrics_host, metrics_port = split_host_port(self.options.metrics_listen)
         metrics_server = await serve_metrics(self.metrics, metrics_host, metrics_port)
         await server.start()

@@ -21,7 +21,6 @@ class Metrics:
         self.decisions: Counter[tuple[str, str, str, str]] = Counter()
         self._bucket_counts = [0] * (len(_BUCKETS_S) + 1)
         self._latency_sum_s = 0.0
-        self.gauges: dict[str, float] = {}
 
     def observe(self, view: RequestView, decision: Decision, latency_ns: int) -> None:
         key = (decision.route or "", decision.layer or "", decision.reason, str(decision.status))
@@ -49,8 +48,6 @@ class Metrics:
             lines.append(f'authz_decision_duration_seconds_bucket{{le="{le}"}} {cumulative}')
         lines.append(f"authz_decision_duration_seconds_sum {self._latency_sum_s}")
         lines.append(f"authz_decision_duration_seconds_count {cumulative}")
-        for name, value in sorted(self.gauges.items()):
-            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""The ``authz-service`` command: serve, check, validate.
+"""The ``authz-service`` command: serve, check, validate, api-key, dev-token.
 
 Every option can also be given as an ``AUTHZ_*`` environment variable (``REDIS_URL``
 too), which is how the Kubernetes sidecar is usually configured.
@@ -17,7 +17,9 @@ import orjson
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from google.protobuf import json_format
 
+from authz_service.devstack.idp import DEFAULT_AUDIENCE, mint_token
 from authz_service.envoy_codec import request_view
+from authz_service.layers.identity.api_keys import hash_key, new_key
 from authz_service.observability.decision_log import DecisionLog
 from authz_service.observability.logging import configure_logging
 from authz_service.pipeline import Pipeline
@@ -96,6 +98,32 @@ def _parser() -> argparse.ArgumentParser:
 
     validate_cmd = commands.add_parser("validate", help="validate a policy file")
     with_config(validate_cmd)
+
+    api_key = commands.add_parser("api-key", help="make API keys and the hashes a policy stores")
+    api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)
+    api_key_commands.add_parser("new", help="print a new random key and its hash")
+    api_key_commands.add_parser("hash", help="print the hash of the key read from stdin")
+
+    token = commands.add_parser("dev-token", help="mint a JWT from the demo identity provider")
+    token.add_argument(
+        "--keys",
+        type=Path,
+        default=Path(_env("IDP_KEYS", ".run/idp") or ""),
+        help="the demo provider's key directory (AUTHZ_IDP_KEYS)",
+    )
+    token.add_argument("--issuer", default=_env("IDP_ISSUER", "http://127.0.0.1:18080"))
+    token.add_argument("--audience", action="append", help="repeatable (default authz-demo)")
+    token.add_argument("--subject", default="demo-user")
+    token.add_argument("--tenant", default="demo")
+    token.add_argument("--tier", default="free")
+    token.add_argument("--role", action="append", default=[], help="repeatable")
+    token.add_argument("--scope", action="append", default=[], help="repeatable")
+    token.add_argument("--lifetime", type=int, default=3600, help="seconds")
+    token.add_argument("--expired", action="store_true", help="a token that expired already")
+    token.add_argument(
+        "--not-before", type=int, default=0, help="seconds until the token becomes valid (nbf)"
+    )
+    token.add_argument("--algorithm", default="RS256", choices=["RS256", "ES256"])
     return parser
 
 
@@ -103,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "validate":
         return _validate(args.config)
+    if args.command == "api-key":
+        return _api_key(args.api_key_command)
+    if args.command == "dev-token":
+        return _dev_token(args)
     if args.command == "check":
         configure_logging(sys.stderr.buffer, args.log_level)
         return _check(args.config)
@@ -137,6 +169,45 @@ def _validate(config: Path) -> int:
     return 0
 
 
+def _api_key(command: str) -> int:
+    if command == "new":
+        key = new_key()
+        print(f"key:  {key}\nhash: {hash_key(key)}")
+        return 0
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("authz-service api-key hash: no key on stdin", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
+
+
+def _dev_token(args: argparse.Namespace) -> int:
+    if not (args.keys / "signing-keys.json").exists():
+        print(
+            f"authz-service dev-token: no demo keys in {args.keys} (start `make run` first)",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        mint_token(
+            args.keys,
+            issuer=args.issuer,
+            audience=args.audience or DEFAULT_AUDIENCE,
+            subject=args.subject,
+            tenant=args.tenant,
+            tier=args.tier,
+            roles=args.role,
+            scopes=args.scope,
+            lifetime_s=args.lifetime,
+            expired=args.expired,
+            not_before_s=args.not_before,
+            algorithm=args.algorithm,
+        )
+    )
+    return 0
+
+
 def _check(config: Path) -> int:
     """Run each request through the very pipeline ``serve`` builds; one JSON line each."""
     try:
@@ -148,6 +219,14 @@ def _check(config: Path) -> int:
 
 
 async def _check_lines(pipeline: Pipeline) -> int:
+    await pipeline.start()
+    try:
+        return await _decide_lines(pipeline)
+    finally:
+        await pipeline.stop()
+
+
+async def _decide_lines(pipeline: Pipeline) -> int:
     failures = 0
     out = sys.stdout.buffer
     for number, line in enumerate(sys.stdin.buffer, start=1):

@@ -16,7 +16,8 @@ from typing import Protocol
 import structlog
 
 from authz_service.decision import Decision, Denial
-from authz_service.layers.base import Context, Layer, LayerName
+from authz_service.layers.base import Context, Layer, LayerName, Lifecycle
+from authz_service.layers.identity import IdentityLayer
 from authz_service.layers.protocol import ProtocolLayer
 from authz_service.policy import Policy
 from authz_service.policy.loader import route_table
@@ -34,9 +35,12 @@ class DecisionObserver(Protocol):
 
 
 def build_layers(policy: Policy) -> list[Layer]:
-    """The layers in DESIGN.md order. Identity, syntax, semantics, cost and routing come
-    next, each from its own issue; until they exist they are simply not in the list."""
-    return [ProtocolLayer(policy.unmatched)]
+    """The layers in DESIGN.md order. Syntax, semantics, cost and routing come next, each
+    from its own issue; until they exist they are simply not in the list."""
+    layers: list[Layer] = [ProtocolLayer(policy.unmatched)]
+    if policy.identity is not None:
+        layers.append(IdentityLayer(policy.identity))
+    return layers
 
 
 def new_decision_id() -> str:
@@ -55,6 +59,22 @@ class Pipeline:
         self._layers = tuple(build_layers(policy) if layers is None else layers)
         self._deadline_s = policy.settings.decision_timeout_ms / 1000
         self._observers = tuple(observers)
+
+    async def start(self) -> None:
+        """Start the layers' background work (e.g. the first fetch of signing keys)."""
+        for layer in self._layers:
+            if isinstance(layer, Lifecycle):
+                await layer.start()
+
+    async def stop(self) -> None:
+        for layer in self._layers:
+            if isinstance(layer, Lifecycle):
+                await layer.stop()
+
+    @property
+    def ready(self) -> bool:
+        """Whether every layer has what it needs to decide (health reports SERVING)."""
+        return all(layer.ready for layer in self._layers if isinstance(layer, Lifecycle))
 
     async def decide(self, view: RequestView) -> Decision:
         started = time.perf_counter_ns()

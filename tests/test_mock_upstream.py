@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -20,8 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
+from authz_service.devstack import mock_upstream
+from authz_service.devstack.idp import mint_token, public_jwks
 from authz_service.devstack.mock_upstream import (
     FLASK_500_HTML,
     MockUpstreams,
@@ -463,3 +467,173 @@ def test_bad_chunked_framing_is_400_and_closes(upstreams: MockUpstreams) -> None
             received += data
     assert received.startswith(b"HTTP/1.1 400 ")
     assert b"connection: close" in received.lower()
+
+
+# --- identity provider -------------------------------------------------------------------------
+
+DISCOVERY = "/.well-known/openid-configuration"
+JWKS = "/.well-known/jwks.json"
+
+
+@pytest.fixture
+def idp_keys(tmp_path: Path) -> Path:
+    return tmp_path / "idp"
+
+
+@pytest.fixture
+def idp(idp_keys: Path) -> Iterator[MockUpstreams]:
+    providers = [("hosted", "127.0.0.1", 0), ("selfhosted", "127.0.0.1", 0)]
+    with start(providers, idp_keys=idp_keys) as running:
+        yield running
+
+
+def test_discovery_issuer_is_the_providers_own_url(idp: MockUpstreams, idp_keys: Path) -> None:
+    for name in ("hosted", "selfhosted"):
+        base = idp.url(name)
+        reply = call(base + DISCOVERY)
+        assert reply.status == 200
+        assert reply.headers["content-type"] == "application/json"
+        document = reply.json()
+        host, port = idp.addresses[name]
+        assert document["issuer"] == base == f"http://{host}:{port}"
+        assert document["jwks_uri"] == base + JWKS
+        assert document["id_token_signing_alg_values_supported"] == ["ES256", "RS256"]
+        assert {"response_types_supported", "subject_types_supported"} <= document.keys()
+
+
+def test_jwks_uri_serves_the_public_keys_and_they_verify_minted_tokens(
+    idp: MockUpstreams, idp_keys: Path
+) -> None:
+    document = call(idp.url("hosted") + DISCOVERY).json()
+    reply = call(document["jwks_uri"])
+
+    assert reply.status == 200
+    assert reply.headers["cache-control"] == "max-age=60"
+    assert reply.json() == public_jwks(idp_keys)
+    assert "d" not in reply.json()["keys"][0]
+    assert call(document["jwks_uri"], "HEAD").body == b""
+
+    token = mint_token(idp_keys, issuer=document["issuer"], subject="bob")
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = jwt.PyJWKSet.from_dict(reply.json())[kid]
+    claims = jwt.decode(
+        token,
+        key.key,
+        algorithms=document["id_token_signing_alg_values_supported"],
+        audience="authz-demo",
+        issuer=document["issuer"],
+    )
+    assert claims["sub"] == "bob"
+
+
+def test_start_with_idp_keys_makes_them(idp: MockUpstreams, idp_keys: Path) -> None:
+    assert (idp_keys / "signing-keys.json").exists()
+
+
+def test_rotate_over_http(idp: MockUpstreams) -> None:
+    base = idp.url("hosted")
+    before = [k["kid"] for k in call(base + JWKS).json()["keys"]]
+
+    rotated = call(f"{base}/__idp/rotate", "POST")
+    assert rotated.status == 200
+    new_kid = rotated.json()["kid"]
+    # Every port publishes the same key set, so the other provider sees the rotation too.
+    for name in ("hosted", "selfhosted"):
+        assert [k["kid"] for k in call(idp.url(name) + JWKS).json()["keys"]] == [new_kid, *before]
+
+    again = call(f"{base}/__idp/rotate?keep_old=0", "POST").json()["kid"]
+    assert [k["kid"] for k in call(base + JWKS).json()["keys"]] == [again]
+    assert call(base + DISCOVERY).json()["id_token_signing_alg_values_supported"] == ["RS256"]
+
+    assert call(f"{base}/__idp/rotate?keep_old=yes", "POST").status == 400
+    assert call(f"{base}/__idp/rotate").status == 405
+
+
+@pytest.mark.parametrize("path", [DISCOVERY, JWKS])
+def test_mode_down_and_garbage_then_ok(idp: MockUpstreams, path: str) -> None:
+    base = idp.url("hosted")
+    assert call(f"{base}/__idp/mode?mode=down", "POST").json() == {
+        "provider": "hosted",
+        "mode": "down",
+    }
+    assert call(base + path).status == 503
+    assert call(idp.url("selfhosted") + path).status == 200  # modes are per provider
+
+    assert call(f"{base}/__idp/mode?mode=garbage", "POST").status == 200
+    garbage = call(base + path)
+    assert garbage.status == 200
+    assert garbage.body == b"<html>oops</html>"
+    assert garbage.headers["content-type"].startswith("text/html")
+
+    assert call(f"{base}/__idp/mode?mode=ok", "POST").status == 200
+    assert call(base + path).json()
+
+
+def test_mode_slow_delays_the_answer(idp: MockUpstreams, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert mock_upstream.IDP_SLOW_S == 3.0
+    monkeypatch.setattr(mock_upstream, "IDP_SLOW_S", 0.5)
+    base = idp.url("hosted")
+    host, port = idp.addresses["hosted"]
+    assert call(f"{base}/__idp/mode?mode=slow", "POST").status == 200
+
+    impatient = http.client.HTTPConnection(host, port, timeout=0.1)
+    try:
+        impatient.request("GET", JWKS)
+        with pytest.raises(TimeoutError):
+            impatient.getresponse()
+    finally:
+        impatient.close()
+
+    started = time.monotonic()
+    reply = call(base + DISCOVERY)
+    assert time.monotonic() - started >= 0.5
+    assert reply.status == 200
+    assert reply.json()["issuer"] == base
+
+    call(f"{base}/__idp/mode?mode=ok", "POST")
+    started = time.monotonic()
+    assert call(base + JWKS).status == 200
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize("query", ["", "?mode=", "?mode=broken"])
+def test_mode_rejects_unknown_modes(idp: MockUpstreams, query: str) -> None:
+    reply = call(f"{idp.url('hosted')}/__idp/mode{query}", "POST")
+    assert reply.status == 400
+    assert "ok" in reply.json()["error"]
+
+
+@pytest.mark.parametrize("path", [DISCOVERY, JWKS, "/__idp/rotate", "/__idp/mode?mode=down"])
+def test_idp_paths_are_404_without_idp_keys(base: str, path: str) -> None:
+    method = "POST" if path.startswith("/__idp") else "GET"
+    assert call(base + path, method).status == 404
+
+
+def test_cli_serves_the_idp_with_idp_keys(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "authz_service.devstack.mock_upstream",
+            "--provider",
+            "alpha=127.0.0.1:0",
+            "--idp-keys",
+            str(tmp_path / "idp"),
+            "--quiet",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[-1]
+        assert call(url + DISCOVERY).json()["issuer"] == url
+        assert call(url + JWKS).json() == public_jwks(tmp_path / "idp")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

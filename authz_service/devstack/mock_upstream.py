@@ -5,8 +5,13 @@ on purpose: like a careless Flask app they answer malformed input with an HTML 5
 is exactly what the authz service's syntax layer is meant to keep away from them.
 
 Run ``python -m authz_service.devstack.mock_upstream --provider hosted=127.0.0.1:18080`` or call
-:func:`start` in-process. Routes live in :data:`DEFAULT_ROUTES`; add features (say an OIDC
-discovery document) by appending :class:`Route` entries and passing them to :func:`start`.
+:func:`start` in-process. Routes live in :data:`DEFAULT_ROUTES`; add features by appending
+:class:`Route` entries and passing them to :func:`start`.
+
+With ``--idp-keys DIR`` (``start(..., idp_keys=DIR)``) every provider port is also an OIDC
+identity provider whose issuer is its own base URL: a discovery document, the public JWK set of
+:mod:`authz_service.devstack.idp`, and test controls to rotate keys and to make the provider
+fail (``/__idp/rotate``, ``/__idp/mode``).
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ from dataclasses import dataclass
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from authz_service.devstack import idp
 
 _log = logging.getLogger(__name__)
 
@@ -91,6 +99,7 @@ class ProviderState:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.base_url = ""  # http://HOST:PORT, known once the server is bound
         self._lock = threading.Lock()
         self._requests: Counter[str] = Counter()
         self._failure_rate = 0.0
@@ -371,6 +380,97 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
 
 _FAILURE_PREFIX = "/v1/"
 
+# ---------------------------------------------------------------------------------------------
+# Identity provider
+
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+JWKS_PATH = "/.well-known/jwks.json"
+IDP_MODES = ("ok", "down", "slow", "garbage")
+IDP_SLOW_S = 3.0
+# Lets verifiers cache the key set; those that honour it see a rotation within a minute.
+JWKS_CACHE_CONTROL = "max-age=60"
+_CLAIMS_SUPPORTED = (
+    "iss", "sub", "aud", "exp", "iat", "nbf", "roles", "scope", idp.TIER_CLAIM, idp.TENANT_CLAIM,
+)  # fmt: skip
+
+
+class _IdentityProvider:
+    """The OIDC endpoints of one start(): every provider port publishes the same key set."""
+
+    def __init__(self, keys: Path) -> None:
+        self.keys = keys
+        self._lock = threading.Lock()
+        self._modes: dict[str, str] = {}  # per provider: each port is its own issuer
+
+    def mode(self, provider: ProviderState) -> str:
+        with self._lock:
+            return self._modes.get(provider.name, "ok")
+
+    def _failure(self, provider: ProviderState) -> Response | None:
+        mode = self.mode(provider)
+        if mode == "down":
+            return json_response(503, {"error": "identity provider down"})
+        if mode == "garbage":
+            return Response(200, b"<html>oops</html>", "text/html")
+        if mode == "slow":
+            time.sleep(IDP_SLOW_S)
+        return None
+
+    def discovery(self, request: Request, provider: ProviderState) -> Response:
+        if failure := self._failure(provider):
+            return failure
+        base = provider.base_url
+        return json_response(
+            200,
+            {
+                "issuer": base,
+                "jwks_uri": base + JWKS_PATH,
+                # Required by OIDC Discovery but not served: the demo mints tokens offline.
+                "authorization_endpoint": base + "/authorize",
+                "response_types_supported": ["id_token"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": idp.signing_algorithms(self.keys),
+                "claims_supported": list(_CLAIMS_SUPPORTED),
+            },
+        )
+
+    def jwks(self, request: Request, provider: ProviderState) -> Response:
+        if failure := self._failure(provider):
+            return failure
+        return Response(
+            200,
+            json.dumps(idp.public_jwks(self.keys)).encode(),
+            headers=(("cache-control", JWKS_CACHE_CONTROL),),
+        )
+
+    def rotate(self, request: Request, provider: ProviderState) -> Response:
+        values = parse_qs(request.query).get("keep_old", ["1"])
+        if values[-1] not in ("0", "1"):
+            return json_response(400, {"error": "keep_old must be 0 or 1"})
+        return json_response(200, {"kid": idp.rotate_keys(self.keys, keep_old=values[-1] == "1")})
+
+    def set_mode(self, request: Request, provider: ProviderState) -> Response:
+        values = parse_qs(request.query).get("mode", [])
+        if not values or values[-1] not in IDP_MODES:
+            return json_response(400, {"error": f"mode must be one of {', '.join(IDP_MODES)}"})
+        with self._lock:
+            self._modes[provider.name] = values[-1]
+        return json_response(200, {"provider": provider.name, "mode": values[-1]})
+
+    def routes(self) -> tuple[Route, ...]:
+        return (
+            Route(DISCOVERY_PATH, self.discovery, _methods("GET")),
+            Route(JWKS_PATH, self.jwks, _methods("GET")),
+            Route("/__idp/rotate", self.rotate, _methods("POST")),
+            Route("/__idp/mode", self.set_mode, _methods("POST")),
+        )
+
+
+def idp_routes(keys: Path) -> tuple[Route, ...]:
+    """The identity provider's routes, signing with the keys in ``keys`` (made if missing)."""
+    idp.ensure_idp_keys(keys)
+    return _IdentityProvider(keys).routes()
+
 
 def respond(request: Request, provider: ProviderState, routes: Sequence[Route]) -> Response:
     """Route one request; socket-free so the behaviour is easy to reason about and extend."""
@@ -430,6 +530,15 @@ class _ProviderServer(ThreadingHTTPServer):
         # HTTPServer.server_bind resolves getfqdn(host), which can stall on hosts without DNS.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+        self.state.base_url = _base_url(self.server_name, self.server_port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Verifiers under test give up on a slow identity provider; the reply then meets a
+        # closed socket, which is the client's choice, not a server bug worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            _log.debug("%s: client %s went away", self.state.name, client_address)
+            return
+        super().handle_error(request, client_address)
 
     def track(self, connection: socket.socket, *, open_: bool) -> None:
         with self._connections_lock:
@@ -445,6 +554,10 @@ class _ProviderServer(ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):  # the peer may have closed it already
                 connection.shutdown(socket.SHUT_RDWR)
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -583,8 +696,7 @@ class MockUpstreams:
         return {name: port for name, (_, port) in self.addresses.items()}
 
     def url(self, name: str) -> str:
-        host, port = self.addresses[name]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return _base_url(*self.addresses[name])
 
     def stop(self) -> None:
         for server, _ in self._servers.values():
@@ -612,11 +724,17 @@ def start(
     *,
     routes: Sequence[Route] = DEFAULT_ROUTES,
     log_requests: bool = False,
+    idp_keys: Path | None = None,
 ) -> MockUpstreams:
-    """Serve each (name, host, port) in a background thread; port 0 picks a free port."""
+    """Serve each (name, host, port) in a background thread; port 0 picks a free port.
+
+    With ``idp_keys`` every provider is also an identity provider signing with the keys there
+    (made if missing)."""
     names = [name for name, _, _ in providers]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate provider names in {names}")
+    if idp_keys is not None:
+        routes = (*routes, *idp_routes(idp_keys))
     upstreams = MockUpstreams()
     try:
         for name, host, port in providers:
@@ -649,6 +767,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=HOST:PORT",
         help="serve a mock provider; repeat for several (port 0 picks a free one)",
     )
+    parser.add_argument(
+        "--idp-keys",
+        type=Path,
+        metavar="DIR",
+        help="also serve an OIDC identity provider on every port, with the signing keys in DIR "
+        "(made if missing)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO)
@@ -660,7 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    upstreams = start(args.provider, log_requests=not args.quiet)
+    upstreams = start(args.provider, log_requests=not args.quiet, idp_keys=args.idp_keys)
     try:
         for name in upstreams.providers:
             print(f"mock upstream {name} listening on {upstreams.url(name)}", flush=True)

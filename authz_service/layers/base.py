@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from authz_service.decision import Denial
+    from authz_service.layers.identity.principal import Principal
     from authz_service.policy.model import Route
     from authz_service.request_view import RequestView
 
@@ -45,6 +46,8 @@ class Context:
     path_params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     json_body: Any = NO_JSON_BODY
     """The body parsed once by the protocol layer on JSON routes."""
+    principal: Principal | None = None
+    """Who is asking, once the identity layer has run."""
     upstream_headers: dict[str, str] = field(default_factory=dict)
     headers_to_remove: list[str] = field(default_factory=list)
     response_headers: dict[str, str] = field(default_factory=dict)
@@ -59,3 +62,16 @@ class Layer(Protocol):
     async def check(self, ctx: Context) -> Denial | None:
         """Return a denial, or ``None`` to let the next layer look."""
         ...
+
+
+@runtime_checkable
+class Lifecycle(Protocol):
+    """A layer with background work (e.g. fetching keys): started before the service
+    reports SERVING, stopped on shutdown or when a reload replaces it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def ready(self) -> bool: ...

@@ -9,6 +9,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from authz_service.layers.identity import settings as identity_settings
 from authz_service.layers.protocol import settings as protocol_settings
 from authz_service.policy.errors import KeyPath, PolicyError, Problem
 from authz_service.policy.model import KNOWN_METHODS, Policy, Route, Settings, Unmatched
@@ -26,6 +27,7 @@ def load_policy(file: str | Path) -> Policy:
     if not problems:
         problems.extend(_schema_problems(document))
         problems.extend(_cross_check_problems(document))
+        problems.extend(_layer_problems(document))
     if problems:
         raise PolicyError(sorted(problems, key=lambda problem: problem.line or 0))
     return _compile(document)
@@ -91,6 +93,13 @@ def _cross_check_problems(document: YamlDocument) -> Iterator[Problem]:
         yield Problem(document.file, path, f"no route is named {target!r}", document.line_of(path))
 
 
+def _layer_problems(document: YamlDocument) -> Iterator[Problem]:
+    """Each layer's own cross-checks (secrets present, files exist, references resolve)."""
+    data = document.data if isinstance(document.data, dict) else {}
+    for path, message in identity_settings.cross_check(data, Path(document.file).parent):
+        yield Problem(document.file, path, message, document.line_of(path))
+
+
 def _compile(document: YamlDocument) -> Policy:
     """The request-time form of a file that passed every check."""
     raw: dict[str, Any] = document.data
@@ -107,6 +116,9 @@ def _compile(document: YamlDocument) -> Policy:
                 protocol=protocol_settings.build(
                     {**layer_defaults.get("protocol", {}), **entry.get("protocol", {})}
                 ),
+                identity=identity_settings.build_route(
+                    {**layer_defaults.get("identity", {}), **entry.get("identity", {})}
+                ),
             )
         )
     return Policy(
@@ -114,6 +126,7 @@ def _compile(document: YamlDocument) -> Policy:
         routes=tuple(routes),
         unmatched=Unmatched(**raw.get("unmatched", {})),
         settings=Settings(**raw.get("settings", {})),
+        identity=identity_settings.build_section(raw.get("identity"), Path(document.file).parent),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authz_service.layers.identity.settings import IdentityRoute, IdentitySettings
 from authz_service.layers.protocol.settings import ProtocolSettings
 from authz_service.policy.routes import HostMatcher, PathMatcher
 
@@ -17,6 +18,7 @@ class Route:
     path: PathMatcher
     methods: frozenset[str]
     protocol: ProtocolSettings
+    identity: IdentityRoute
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,8 @@ class Policy:
     routes: tuple[Route, ...]
     unmatched: Unmatched
     settings: Settings
+    identity: IdentitySettings | None = None
+    """Identity providers; ``None`` when the policy authenticates nobody."""
 
     @property
     def max_body_bytes(self) -> int:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from authz_service.layers.identity import settings as identity_settings
 from authz_service.layers.protocol import settings as protocol_settings
 from authz_service.policy.model import KNOWN_METHODS
 
 _ROUTE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _HOST = r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]+)?$|^\[[0-9A-Fa-f:.]+\](:[0-9]+)?$"
 
-_LAYERS: dict[str, Any] = {"protocol": protocol_settings.SCHEMA}
+_LAYERS: dict[str, Any] = {
+    "protocol": protocol_settings.SCHEMA,
+    "identity": identity_settings.ROUTE_SCHEMA,
+}
 """Each layer's settings block; a route and ``defaults`` carry one of each."""
 
 _PATH = {
@@ -69,6 +73,7 @@ POLICY_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "identity": identity_settings.SECTION_SCHEMA,
         "defaults": {"type": "object", "additionalProperties": False, "properties": _LAYERS},
         "unmatched": {
             "type": "object",

@@ -59,6 +59,7 @@ class Service:
         )
         self.health = HealthServicer()
         self._stopping = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         server = grpc.aio.server(
@@ -85,14 +86,15 @@ class Service:
         metrics_server = await serve_metrics(self.metrics, metrics_host, metrics_port)
         await server.start()
         self._announce_store()
+        pipeline = self.authorization.pipeline
+        await pipeline.start()
         if self._recorder is not None:
             _log.warning(
                 "recording_requests",
                 file=str(self.options.record),
                 note="captures contain headers and bodies: tokens and prompts",
             )
-        # Nothing in this issue depends on anything outside the process: SERVING now.
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        readiness = asyncio.create_task(self._report_readiness())
         _log.info(
             "serving",
             listen=self.options.listen,
@@ -102,10 +104,12 @@ class Service:
         )
         self._install_signal_handlers()
         await self._stopping.wait()
+        readiness.cancel()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         _log.info("stopping", grace_period_s=self.options.grace_period_s)
         await server.stop(self.options.grace_period_s)
         metrics_server.close()
+        await self.authorization.pipeline.stop()
         if self._recorder is not None:
             self._recorder.close()
         _log.info("stopped")
@@ -113,8 +117,11 @@ class Service:
     def stop(self) -> None:
         self._stopping.set()
 
-    def reload(self) -> None:
-        """Swap in the policy file's current content, or keep the old one if it is bad."""
+    async def reload(self) -> None:
+        """Swap in the policy file's current content, or keep the old one if it is bad.
+
+        The new pipeline starts (fetches its keys) before it takes traffic, and the old one
+        keeps serving until then."""
         try:
             policy = load_policy(self.options.config)
         except PolicyError as exc:
@@ -122,8 +129,23 @@ class Service:
             return
         if policy.max_body_bytes + _GRPC_OVERHEAD_BYTES > self._max_message_bytes:
             _log.warning("reload_body_limit_needs_restart", max_body_bytes=policy.max_body_bytes)
-        self.authorization.pipeline = Pipeline(policy, self._observers)
-        _log.info("reloaded", policy=str(self.options.config))
+        replacement = Pipeline(policy, self._observers)
+        await replacement.start()
+        previous, self.authorization.pipeline = self.authorization.pipeline, replacement
+        await previous.stop()
+        _log.info("reloaded", policy=str(self.options.config), ready=replacement.ready)
+
+    async def _report_readiness(self) -> None:
+        """SERVING while the pipeline has what it needs (e.g. signing keys), else NOT_SERVING."""
+        reported: bool | None = None
+        while True:
+            ready = self.authorization.pipeline.ready
+            if ready != reported:
+                status = health_pb2.HealthCheckResponse
+                await self._set_health(status.SERVING if ready else status.NOT_SERVING)
+                _log.info("health", serving=ready)
+                reported = ready
+            await asyncio.sleep(0.2)
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for service in ("", AUTHORIZATION_SERVICE):
@@ -133,7 +155,12 @@ class Service:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._schedule_reload)
+
+    def _schedule_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _announce_store(self) -> None:
         if self.options.redis_url:

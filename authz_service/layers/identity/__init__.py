@@ -1,5 +1,12 @@
-"""Layer 1, identity — not built yet (issue: JWT, API keys, mTLS → Principal).
+"""Layer 1, identity: JWT (JWKS file, JWKS URI, OIDC discovery), API keys and mTLS peer
+identities become one :class:`Principal` (subject, tenant, tier, roles, scopes).
 
-It will implement :class:`authz_service.layers.base.Layer` and add a principal to the
-context. Until then the pipeline has no identity layer: no request is authenticated.
+Missing or invalid credentials → 401 with ``WWW-Authenticate`` (RFC 6750 error codes);
+valid but insufficient → 403. Keys are fetched in the background; a repeated token is
+served from a verification cache.
 """
+
+from authz_service.layers.identity.layer import IdentityLayer
+from authz_service.layers.identity.principal import Principal
+
+__all__ = ["IdentityLayer", "Principal"]

@@ -1,0 +1,35 @@
+"""Who is asking: the identity every later layer decides on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Method = Literal["jwt", "api_key", "mtls", "anonymous"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    tenant: str
+    tier: str
+    roles: frozenset[str]
+    scopes: frozenset[str]
+    method: Method
+    provider: str
+    """The policy's name of the provider that vouched for this principal."""
+    credential_id: str = ""
+    """Which credential: the API key's id (never the key), the token's ``jti``, the SAN."""
+
+    def metadata(self) -> dict[str, Any]:
+        """The principal as Envoy dynamic metadata and decision-log fields (no secrets)."""
+        return {
+            "subject": self.subject,
+            "tenant": self.tenant,
+            "tier": self.tier,
+            "roles": sorted(self.roles),
+            "scopes": sorted(self.scopes),
+            "method": self.method,
+            "provider": self.provider,
+            "credential_id": self.credential_id,
+        }

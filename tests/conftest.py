@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from authz_service.devstack.idp import mint_token
 from authz_service.devstack.stack import Ports, Stack
 
 
@@ -18,3 +19,9 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         run_dir, Ports.free(), service_args=("--record", str(run_dir / "requests.jsonl"))
     ) as stack:
         yield stack
+
+
+@pytest.fixture(scope="session")
+def demo_token(demo_stack: Stack) -> str:
+    """A valid token from the stack's demo identity provider."""
+    return mint_token(demo_stack.idp_dir, issuer=demo_stack.issuer, subject="alice", tier="pro")

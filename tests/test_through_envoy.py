@@ -18,6 +18,7 @@ from tests.helpers import Reply, http_request
 
 pytestmark = pytest.mark.envoy
 
+DEMO_API_KEY = "ak_demo_classifier_0123456789abcdef"
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
 JSON = {"content-type": "application/json"}
 
@@ -54,6 +55,10 @@ def recorded_requests(stack: Stack, at_least: int) -> list[str]:
         time.sleep(0.02)
 
 
+def stack_log(stack: Stack) -> str:
+    return stack.log_path("authz").read_text()
+
+
 def decision_log(stack: Stack, decision_id: str) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 5
     while True:
@@ -68,15 +73,21 @@ def decision_log(stack: Stack, decision_id: str) -> list[dict[str, Any]]:
         time.sleep(0.05)
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {**JSON, "authorization": f"Bearer {token}"}
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "tls"])
-def test_allowed_chat_reaches_the_model(demo_stack: Stack, tls: bool) -> None:
-    reply = edge(demo_stack, "POST", "/v1/chat/completions", CHAT, JSON, tls=tls)
+def test_allowed_chat_reaches_the_model(demo_stack: Stack, demo_token: str, tls: bool) -> None:
+    reply = edge(demo_stack, "POST", "/v1/chat/completions", CHAT, bearer(demo_token), tls=tls)
     assert reply.status == 200
     assert reply.headers["x-mock-provider"] == "hosted"
     assert reply.json()["usage"]["total_tokens"] > 0
     decision_id = reply.headers["x-authz-decision-id"]
     (logged,) = decision_log(demo_stack, decision_id)
     assert logged["allowed"] is True and logged["route"] == "chat"
+    assert (logged["subject"], logged["tier"], logged["auth"]) == ("alice", "pro", "jwt")
+    assert demo_token not in stack_log(demo_stack)
     assert logged["request_id"]  # Envoy's x-request-id
     assert isinstance(logged["latency_us"], int)
 
@@ -101,7 +112,10 @@ def test_malformed_json_never_reaches_the_classifier(demo_stack: Stack) -> None:
 
 def test_a_valid_image_is_classified(demo_stack: Stack) -> None:
     image = base64.b64encode(tiny_png()).decode()
-    reply = edge(demo_stack, "POST", "/v1/classify", json.dumps({"image": image, "top_k": 2}), JSON)
+    api_key = {**JSON, "x-api-key": DEMO_API_KEY}
+    reply = edge(
+        demo_stack, "POST", "/v1/classify", json.dumps({"image": image, "top_k": 2}), api_key
+    )
     assert reply.status == 200, reply.body
     assert len(reply.json()["predictions"]) == 2
 
@@ -184,13 +198,15 @@ def test_spoofed_internal_headers_are_stripped(demo_stack: Stack) -> None:
     reply = edge(demo_stack, "GET", "/echo", None, headers)
     assert reply.status == 200
     seen = reply.json()["headers"]
-    assert "x-authz-tier" not in seen and "x-authz-anything" not in seen
+    assert "x-authz-anything" not in seen
+    assert seen["x-authz-tier"] == "anonymous"  # ours, not the client's "pro"
     assert seen["x-authz-decision-id"] == reply.headers["x-authz-decision-id"] != "forged"
 
 
-def test_check_gives_the_same_decision_as_envoy(demo_stack: Stack) -> None:
+def test_check_gives_the_same_decision_as_envoy(demo_stack: Stack, demo_token: str) -> None:
     requests = [
-        ("POST", "/v1/chat/completions", CHAT, JSON, 200),
+        ("POST", "/v1/chat/completions", CHAT, bearer(demo_token), 200),
+        ("POST", "/v1/chat/completions", CHAT, JSON, 401),
         ("POST", "/v1/classify", "{nope", JSON, 400),
         ("DELETE", "/v1/chat/completions", None, {}, 405),
         ("GET", "/nowhere", None, {}, 404),

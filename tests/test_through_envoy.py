@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
-from authz_service.devstack.run import tiny_png
+from authz_service.devstack.run import DEMO_API_KEY, tiny_png
 from authz_service.devstack.stack import Stack
 from tests.helpers import Reply, http_request
 
 pytestmark = pytest.mark.envoy
 
-DEMO_API_KEY = "ak_demo_classifier_0123456789abcdef"
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
 JSON = {"content-type": "application/json"}
 

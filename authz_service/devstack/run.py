@@ -27,30 +27,48 @@ def tiny_png() -> bytes:
     )
 
 
+DEMO_API_KEY = "ak_demo_classifier_0123456789abcdef"
+"""The classifier's demo key; deploy/policies/demo.yaml holds its hash."""
+
+
 def commands(ports: Ports) -> str:
     edge = f"http://127.0.0.1:{ports.http}"
     tls = f"https://127.0.0.1:{ports.https}"
     chat = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello!"}]}'
     image = base64.b64encode(tiny_png()).decode()
     json = "-H 'content-type: application/json'"
+    mint = "$(.venv/bin/authz-service dev-token --subject alice --tier pro)"
+    expired = "$(.venv/bin/authz-service dev-token --expired)"
+    auth = f'-H "authorization: Bearer {mint}"'
     return f"""
 Ready. Paste these (each denial is JSON with a decision id; watch the decision log here):
 
-  # allowed: a chat completion through Envoy (HTTP, then TLS with the dev certificate)
-  curl -i {edge}/v1/chat/completions {json} -d '{chat}'
-  curl -i --cacert .run/certs/dev.crt {tls}/v1/chat/completions {json} -d '{chat}'
+  # allowed: a chat completion with a token from the demo identity provider (HTTP, then TLS)
+  curl -i {edge}/v1/chat/completions {json} {auth} -d '{chat}'
+  curl -i --cacert .run/certs/dev.crt {tls}/v1/chat/completions {json} {auth} -d '{chat}'
 
-  # allowed: an image the classifier accepts
-  curl -i {edge}/v1/classify {json} -d '{{"image":"{image}","top_k":3}}'
+  # denied 401: no token, then an expired one (WWW-Authenticate says why)
+  curl -i {edge}/v1/chat/completions {json} -d '{chat}'
+  curl -i {edge}/v1/chat/completions {json} -H "authorization: Bearer {expired}" -d '{chat}'
+
+  # who the upstream thinks you are (identity headers; client copies are stripped)
+  curl -s {edge}/echo {auth} -H 'x-authz-tier: enterprise'
+  curl -s --cacert .run/certs/dev.crt --cert .run/certs/client.crt --key .run/certs/client.key \\
+    {tls}/echo                                         # mTLS identity
+
+  # allowed: an image the classifier accepts, with the demo API key
+  curl -i {edge}/v1/classify {json} -H 'x-api-key: {DEMO_API_KEY}' \\
+    -d '{{"image":"{image}","top_k":3}}'
 
   # denied 400: malformed JSON never reaches the fragile classifier
   curl -i {edge}/v1/classify {json} -d '{{"image": "iVBOR'
   curl -s http://127.0.0.1:{ports.hosted}/__stats    # /v1/classify counted once, not twice
 
-  # denied 405 (wrong method), 415 (wrong content type), 404 (no route)
+  # denied 405 (wrong method), 415 (wrong content type), 404 (no route), 403 (needs role admin)
   curl -i {edge}/v1/chat/completions
   curl -i {edge}/v1/chat/completions -H 'content-type: text/plain' -d 'hi'
   curl -i {edge}/nowhere
+  curl -i {edge}/echo/admin {auth}
 
   # metrics, and the same decision offline with `authz-service check`
   curl -s http://127.0.0.1:{ports.metrics}/metrics

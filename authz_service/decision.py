@@ -47,8 +47,8 @@ class Decision:
     response_headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
     """Allowed only: headers added to the response the client gets."""
     details: Mapping[str, Any] | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    """Dynamic metadata for Envoy (access log, later filters)."""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """Flat dynamic metadata for Envoy (access log, later filters): decision id, principal."""
 
     def error_body(self) -> dict[str, Any]:
         """The JSON body of a denial, as DESIGN.md fixes it."""

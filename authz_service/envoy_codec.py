@@ -9,27 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 import orjson
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
-from envoy.service.auth.v3.external_auth_pb2 import (
-    CheckRequest,
-    CheckResponse,
-    DeniedHttpResponse,
-    OkHttpResponse,
-)
-from envoy.type.v3.http_status_pb2 import HttpStatus
-from google.protobuf.struct_pb2 import Struct
-from google.rpc import code_pb2, status_pb2
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from google.rpc import code_pb2
 
 from authz_service.decision import Decision
 from authz_service.request_view import Peer, RequestView
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
-_OK = status_pb2.Status(code=code_pb2.OK)
-_DENIED = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
 
 
 def request_view(request: CheckRequest) -> RequestView:
@@ -98,33 +90,32 @@ def _peer(peer: AttributeContext.Peer) -> Peer:
 
 
 def check_response(decision: Decision) -> CheckResponse:
-    """The ``CheckResponse`` Envoy acts on for ``decision``."""
-    metadata = Struct()
-    metadata.update(dict(decision.metadata))
+    """The ``CheckResponse`` Envoy acts on for ``decision``.
+
+    Filled in place with ``add()``: constructing sub-messages and copying them in costs
+    about twice as much with upb (``make bench`` counts every microsecond here)."""
+    response = CheckResponse()
+    for key, value in decision.metadata.items():
+        response.dynamic_metadata.fields[key].string_value = value
     if decision.allowed:
-        return CheckResponse(
-            status=_OK,
-            ok_response=OkHttpResponse(
-                headers=_header_options(decision.headers),
-                headers_to_remove=list(decision.headers_to_remove),
-                response_headers_to_add=_header_options(decision.response_headers),
-            ),
-            dynamic_metadata=metadata,
-        )
-    return CheckResponse(
-        status=_DENIED,
-        denied_response=DeniedHttpResponse(
-            status=HttpStatus(code=decision.status),
-            headers=_header_options({**decision.headers, "content-type": "application/json"}),
-            body=orjson.dumps(decision.error_body()).decode("utf-8"),
-        ),
-        dynamic_metadata=metadata,
-    )
+        response.status.code = code_pb2.OK
+        ok = response.ok_response
+        _add_headers(ok.headers, decision.headers)
+        ok.headers_to_remove.extend(decision.headers_to_remove)
+        _add_headers(ok.response_headers_to_add, decision.response_headers)
+        return response
+    response.status.code = code_pb2.PERMISSION_DENIED
+    denied = response.denied_response
+    denied.status.code = decision.status
+    _add_headers(denied.headers, {**decision.headers, "content-type": "application/json"})
+    denied.body = orjson.dumps(decision.error_body()).decode("utf-8")
+    return response
 
 
-def _header_options(headers: Mapping[str, str]) -> list[HeaderValueOption]:
+def _add_headers(target: Any, headers: Mapping[str, str]) -> None:
     # An explicit overwrite: a client can never pre-set a header we decide on.
-    return [
-        HeaderValueOption(header=HeaderValue(key=name, value=value), append_action=_OVERWRITE)
-        for name, value in headers.items()
-    ]
+    for name, value in headers.items():
+        option = target.add()
+        option.header.key = name
+        option.header.value = value
+        option.append_action = _OVERWRITE

@@ -10,9 +10,10 @@ import time
 import pytest
 
 from authz_service.devstack.idp import mint_token
+from authz_service.devstack.run import DEMO_API_KEY
 from authz_service.devstack.stack import Stack
 from tests.helpers import Reply, http_request
-from tests.test_through_envoy import CHAT, DEMO_API_KEY, JSON, bearer, edge
+from tests.test_through_envoy import CHAT, JSON, bearer, edge
 
 pytestmark = pytest.mark.envoy
 

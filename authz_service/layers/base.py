@@ -51,7 +51,8 @@ class Context:
     upstream_headers: dict[str, str] = field(default_factory=dict)
     headers_to_remove: list[str] = field(default_factory=list)
     response_headers: dict[str, str] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    """Flat dynamic metadata for Envoy (access log, later filters) and the decision log."""
 
 
 class Layer(Protocol):

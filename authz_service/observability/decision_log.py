@@ -15,7 +15,7 @@ class DecisionLog:
     def observe(self, view: RequestView, decision: Decision, latency_ns: int) -> None:
         # Query values and headers can carry tokens or prompts: only the query's keys.
         query_keys = [pair.partition("=")[0] for pair in view.query.split("&") if pair]
-        principal = decision.metadata.get("principal") or {}
+        metadata = decision.metadata
         self._log.info(
             "decision",
             decision_id=decision.decision_id,
@@ -28,10 +28,10 @@ class DecisionLog:
             status=decision.status,
             layer=decision.layer,
             reason=decision.reason,
-            subject=principal.get("subject"),
-            tenant=principal.get("tenant"),
-            tier=principal.get("tier"),
-            auth=principal.get("method"),
-            credential_id=principal.get("credential_id"),
+            subject=metadata.get("subject"),
+            tenant=metadata.get("tenant"),
+            tier=metadata.get("tier"),
+            auth=metadata.get("auth_method"),
+            credential_id=metadata.get("credential_id"),
             latency_us=latency_ns // 1000,
         )

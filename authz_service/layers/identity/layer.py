@@ -165,7 +165,7 @@ class IdentityLayer:
 
     def _hand_on(self, ctx: Context, principal: Principal, route: IdentityRoute) -> None:
         ctx.principal = principal
-        ctx.metadata["principal"] = principal.metadata()
+        ctx.metadata.update(principal.metadata())
         names = self._settings.headers
         ctx.upstream_headers[names.subject] = principal.subject
         ctx.upstream_headers[names.tenant] = principal.tenant

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 Method = Literal["jwt", "api_key", "mtls", "anonymous"]
 
@@ -21,15 +21,16 @@ class Principal:
     credential_id: str = ""
     """Which credential: the API key's id (never the key), the token's ``jti``, the SAN."""
 
-    def metadata(self) -> dict[str, Any]:
-        """The principal as Envoy dynamic metadata and decision-log fields (no secrets)."""
+    def metadata(self) -> dict[str, str]:
+        """The principal as flat Envoy dynamic metadata (``%DYNAMIC_METADATA(
+        envoy.filters.http.ext_authz:subject)%``) and decision-log fields; no secrets."""
         return {
             "subject": self.subject,
             "tenant": self.tenant,
             "tier": self.tier,
-            "roles": sorted(self.roles),
-            "scopes": sorted(self.scopes),
-            "method": self.method,
-            "provider": self.provider,
+            "roles": ",".join(sorted(self.roles)),
+            "scopes": " ".join(sorted(self.scopes)),
+            "auth_method": self.method,
+            "auth_provider": self.provider,
             "credential_id": self.credential_id,
         }

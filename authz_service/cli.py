@@ -215,7 +215,11 @@ def _check(config: Path) -> int:
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         return 2
-    return asyncio.run(_check_lines(Pipeline(policy, (DecisionLog(),))))
+    decision_log = DecisionLog(sys.stderr.buffer)
+    try:
+        return asyncio.run(_check_lines(Pipeline(policy, (decision_log,))))
+    finally:
+        decision_log.flush()
 
 
 async def _check_lines(pipeline: Pipeline) -> int:

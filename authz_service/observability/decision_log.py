@@ -1,16 +1,46 @@
-"""One JSON line per decision: enough to trace a request, never a secret or a body."""
+"""One JSON line per decision: enough to trace a request, never a secret or a body.
+
+Decisions are the hot path of logging, so they get their own structlog logger: a short
+processor chain, and lines appended to a buffer that :meth:`DecisionLog.flush` writes out
+(the server does so every 200 ms and at shutdown) instead of one system call each.
+"""
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
+import orjson
 import structlog
 
 from authz_service.decision import Decision
 from authz_service.request_view import RequestView
 
+FLUSH_INTERVAL_S = 0.2
+
+
+class _LineBuffer:
+    """The structlog "logger" at the end of the chain: appends rendered lines."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def info(self, line: bytes) -> None:
+        self.stream.write(line + b"\n")
+
 
 class DecisionLog:
-    def __init__(self) -> None:
-        self._log = structlog.get_logger("authz_service.decision")
+    def __init__(self, stream: BinaryIO) -> None:
+        self._buffer = _LineBuffer(stream)
+        self._log = structlog.wrap_logger(
+            self._buffer,
+            processors=[
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+        )
+
+    def flush(self) -> None:
+        self._buffer.stream.flush()
 
     def observe(self, view: RequestView, decision: Decision, latency_ns: int) -> None:
         # Query values and headers can carry tokens or prompts: only the query's keys.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from authz_service.observability.decision_log import DecisionLog
+from authz_service.observability.decision_log import FLUSH_INTERVAL_S, DecisionLog
 from authz_service.observability.metrics import Metrics, serve_metrics
 from authz_service.pipeline import Pipeline
 from authz_service.policy import PolicyError, load_policy
@@ -50,7 +51,8 @@ class Service:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
         self.metrics = Metrics()
-        self._observers = (DecisionLog(), self.metrics)
+        self.decision_log = DecisionLog(sys.stdout.buffer)
+        self._observers = (self.decision_log, self.metrics)
         policy = load_policy(options.config)
         self._max_message_bytes = policy.max_body_bytes + _GRPC_OVERHEAD_BYTES
         self._recorder = RequestRecorder(options.record) if options.record else None
@@ -95,6 +97,7 @@ class Service:
                 note="captures contain headers and bodies: tokens and prompts",
             )
         readiness = asyncio.create_task(self._report_readiness())
+        flushing = asyncio.create_task(self._flush_decision_log())
         _log.info(
             "serving",
             listen=self.options.listen,
@@ -105,6 +108,7 @@ class Service:
         self._install_signal_handlers()
         await self._stopping.wait()
         readiness.cancel()
+        flushing.cancel()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         _log.info("stopping", grace_period_s=self.options.grace_period_s)
         await server.stop(self.options.grace_period_s)
@@ -112,6 +116,7 @@ class Service:
         await self.authorization.pipeline.stop()
         if self._recorder is not None:
             self._recorder.close()
+        self.decision_log.flush()
         _log.info("stopped")
 
     def stop(self) -> None:
@@ -134,6 +139,11 @@ class Service:
         previous, self.authorization.pipeline = self.authorization.pipeline, replacement
         await previous.stop()
         _log.info("reloaded", policy=str(self.options.config), ready=replacement.ready)
+
+    async def _flush_decision_log(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            self.decision_log.flush()
 
     async def _report_readiness(self) -> None:
         """SERVING while the pipeline has what it needs (e.g. signing keys), else NOT_SERVING."""

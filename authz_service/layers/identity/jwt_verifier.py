@@ -97,7 +97,8 @@ class JwtVerifier:
                 audience=self._audiences,
                 issuer=self.provider.issuer,
                 leeway=self.provider.leeway_s,
-                options={"require": self._required, "verify_signature": True},
+                # iat is checked below, with its own reason (pyjwt calls it "not yet valid").
+                options={"require": self._required, "verify_signature": True, "verify_iat": False},
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenRejected("token_expired", "the token has expired") from exc
@@ -121,7 +122,9 @@ class JwtVerifier:
         if not isinstance(alg, str) or alg.lower() == "none":
             raise TokenRejected("algorithm_not_allowed", "unsigned tokens are not accepted")
         if alg not in self.provider.algorithms:
-            raise TokenRejected("algorithm_not_allowed", f"algorithm {alg} is not accepted")
+            # Never echo the token's alg: it is attacker text bound for a response header.
+            accepted = ", ".join(sorted(self.provider.algorithms))
+            raise TokenRejected("algorithm_not_allowed", f"the token's algorithm is not {accepted}")
         for member in _REFUSED_HEADERS:
             if member in header:
                 raise TokenRejected(

@@ -30,6 +30,9 @@ from authz_service.layers.identity.token_cache import VerifiedTokenCache
 from authz_service.request_view import RequestView
 
 REALM = "authz-service"
+API_KEY_SCHEME = "ApiKey"
+CERTIFICATE_SCHEME = "ClientCertificate"
+"""Not registered schemes: they tell a client which credential the route wants."""
 
 
 class IdentityLayer:
@@ -77,13 +80,22 @@ class IdentityLayer:
         route = ctx.route.identity
         view = ctx.view
         if route.require_mtls and not view.source.principal:
-            return _unauthenticated("mtls_required", "this route needs a client certificate", "")
+            return _unauthenticated(
+                "mtls_required",
+                "this route needs a client certificate",
+                f'{CERTIFICATE_SCHEME} realm="{REALM}"',
+            )
         try:
             principal = await self._authenticate(view, route)
         except TokenRejected as rejected:
             if rejected.status != 401:
-                return Denial(rejected.status, f"identity.{rejected.reason}", rejected.message)
-            return _unauthenticated(rejected.reason, rejected.message, _bearer(rejected))
+                retry = {"retry-after": "1"} if rejected.status == 503 else {}
+                return Denial(
+                    rejected.status, f"identity.{rejected.reason}", rejected.message, retry
+                )
+            return _unauthenticated(
+                rejected.reason, rejected.message, _challenge(rejected, self._scheme_of(rejected))
+            )
         if principal is None:
             if not route.anonymous:
                 return _unauthenticated(
@@ -108,12 +120,16 @@ class IdentityLayer:
             if stored is None:
                 raise TokenRejected("invalid_api_key", "the API key is not valid")
             return _owned(provider.owners[stored.owner], "api_key", provider.name, stored.key_id)
-        token = self._token(view)
+        token = self._token(view) if self._accepts_tokens(route) else None
         if token is not None:
             return await self._verify(token, route)
         if view.source.principal:
             return self._mtls_principal(view.source.principal, route)
         return None
+
+    def _accepts_tokens(self, route: IdentityRoute) -> bool:
+        """A token is a credential only where a JWT provider is accepted, like an API key."""
+        return any(_accepts(route, provider.name) for provider in self._settings.jwt)
 
     def _token(self, view: RequestView) -> str | None:
         for location in self._token_locations:
@@ -129,20 +145,35 @@ class IdentityLayer:
             return cached
         limit = max((v.provider.max_token_bytes for v in self._verifiers), default=8192)
         header, unverified = split_token(token, limit)
-        verifier = self._verifier_for(unverified.get("iss"), route)
-        if len(token) > verifier.provider.max_token_bytes:
-            raise TokenRejected("token_too_large", "the token is too large")
-        claims = await verifier.verify(token, header)
+        verifier, claims = await self._verify_with_issuer(
+            token, header, unverified.get("iss"), route
+        )
         principal = _jwt_principal(verifier.provider, claims)
         exp = claims.get("exp")
         self._cache.put(digest, principal, float(exp) if isinstance(exp, int | float) else None)
         return principal
 
-    def _verifier_for(self, issuer: object, route: IdentityRoute) -> JwtVerifier:
+    async def _verify_with_issuer(
+        self, token: str, header: dict[str, object], issuer: object, route: IdentityRoute
+    ) -> tuple[JwtVerifier, dict[str, object]]:
+        """The first accepted provider of the token's issuer that verifies it (one issuer
+        may serve several providers, e.g. one per audience); else its first refusal."""
+        first_refusal: TokenRejected | None = None
         for verifier in self._verifiers:
-            if verifier.provider.issuer == issuer and _accepts(route, verifier.provider.name):
-                return verifier
-        raise TokenRejected("wrong_issuer", "the token is not from an accepted issuer")
+            if verifier.provider.issuer != issuer or not _accepts(route, verifier.provider.name):
+                continue
+            if len(token) > verifier.provider.max_token_bytes:
+                first_refusal = first_refusal or TokenRejected(
+                    "token_too_large", "the token is too large"
+                )
+                continue
+            try:
+                return verifier, await verifier.verify(token, header)
+            except TokenRejected as refused:
+                first_refusal = first_refusal or refused
+        raise first_refusal or TokenRejected(
+            "wrong_issuer", "the token is not from an accepted issuer"
+        )
 
     def _mtls_principal(self, san: str, route: IdentityRoute) -> Principal | None:
         providers = [p for p in self._settings.mtls if _accepts(route, p.name)]
@@ -155,13 +186,24 @@ class IdentityLayer:
         raise TokenRejected("unknown_client_certificate", "the client certificate is not known")
 
     def _challenges(self, route: IdentityRoute) -> str:
+        """One challenge per kind of credential the route accepts (RFC 7235: a 401 has one)."""
         challenges = []
-        if any(_accepts(route, p.name) for p in self._settings.jwt):
+        if self._accepts_tokens(route):
             challenges.append(f'Bearer realm="{REALM}"')
         for provider in self._settings.api_keys:
             if _accepts(route, provider.name):
-                challenges.append(f'ApiKey realm="{REALM}", header="{provider.header}"')
-        return ", ".join(challenges)
+                challenges.append(f'{API_KEY_SCHEME} realm="{REALM}", header="{provider.header}"')
+        if any(_accepts(route, provider.name) for provider in self._settings.mtls):
+            challenges.append(f'{CERTIFICATE_SCHEME} realm="{REALM}"')
+        return ", ".join(challenges) or f'Bearer realm="{REALM}"'
+
+    @staticmethod
+    def _scheme_of(rejected: TokenRejected) -> str:
+        if rejected.reason == "invalid_api_key":
+            return API_KEY_SCHEME
+        if rejected.reason == "unknown_client_certificate":
+            return CERTIFICATE_SCHEME
+        return "Bearer"
 
     def _hand_on(self, ctx: Context, principal: Principal, route: IdentityRoute) -> None:
         ctx.principal = principal
@@ -263,11 +305,15 @@ def _check_requirements(principal: Principal, route: IdentityRoute) -> Denial | 
     return None
 
 
-def _bearer(rejected: TokenRejected) -> str:
-    description = rejected.message.replace('"', "'")
-    return f'Bearer realm="{REALM}", error="invalid_token", error_description="{description}"'
+def _challenge(rejected: TokenRejected, scheme: str) -> str:
+    # RFC 6750 §3: error_description is printable ASCII without '"' and '\'; it is built
+    # from our own words only, and cleaned anyway because it ends up in a header.
+    description = "".join(
+        char for char in rejected.message if " " <= char <= "~" and char not in '"\\'
+    )[:200]
+    error = "invalid_token" if scheme == "Bearer" else "invalid_credentials"
+    return f'{scheme} realm="{REALM}", error="{error}", error_description="{description}"'
 
 
 def _unauthenticated(reason: str, message: str, challenge: str) -> Denial:
-    headers = {"www-authenticate": challenge} if challenge else {}
-    return Denial(401, f"identity.{reason}", message, headers=headers)
+    return Denial(401, f"identity.{reason}", message, headers={"www-authenticate": challenge})

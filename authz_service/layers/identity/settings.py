@@ -18,7 +18,8 @@ ASYMMETRIC_ALGORITHMS = (
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 )  # fmt: skip
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
-MIN_HMAC_SECRET_BYTES = 32
+MIN_HMAC_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+"""RFC 7518 §3.2: a key at least as long as the hash output."""
 
 
 # ---- compiled settings -------------------------------------------------------------------
@@ -179,7 +180,7 @@ _JWT_PROVIDER = {
             },
         },
         "refresh_interval_s": {"type": "number", "minimum": 1},
-        "min_refetch_interval_s": {"type": "number", "minimum": 0},
+        "min_refetch_interval_s": {"type": "number", "exclusiveMinimum": 0},
         "fetch_timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 30},
         "required_at_start": {"type": "boolean"},
         "leeway_s": {"type": "integer", "minimum": 0, "maximum": 300},
@@ -335,11 +336,13 @@ def _check_jwt(
         if not wants_hmac:
             yield (*path, "keys", "secret_env"), "a secret only verifies HS256/384/512 tokens"
         secret = os.environ.get(secret_env, "")
-        if len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
+        needed = max((MIN_HMAC_SECRET_BYTES.get(alg, 32) for alg in algorithms), default=32)
+        if len(secret.encode()) < needed:
             yield (
                 (*path, "keys", "secret_env"),
-                f"environment variable {secret_env} must hold at least "
-                f"{MIN_HMAC_SECRET_BYTES} bytes (it is {'unset' if not secret else 'shorter'})",
+                f"environment variable {secret_env} must hold at least {needed} bytes for "
+                f"{', '.join(sorted(a for a in algorithms if a in HMAC_ALGORITHMS))} "
+                f"(it is {'unset' if not secret else 'shorter'})",
             )
     jwks_file = keys.get("jwks_file")
     if isinstance(jwks_file, str) and not (policy_dir / jwks_file).is_file():

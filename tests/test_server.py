@@ -156,3 +156,45 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+@pytest.mark.parametrize(("required", "expected"), [(True, "NOT_SERVING"), (False, "SERVING")])
+def test_health_waits_for_signing_keys_unless_told_not_to(
+    tmp_path: Path, required: bool, expected: str
+) -> None:
+    import subprocess
+    import sys
+
+    policy = write_policy(
+        tmp_path,
+        f"""
+        version: 1
+        identity:
+          jwt:
+            - name: down
+              issuer: http://127.0.0.1:1
+              audiences: [x]
+              algorithms: [RS256]
+              keys: {{ oidc_discovery: true }}
+              fetch_timeout_s: 0.2
+              required_at_start: {str(required).lower()}
+        routes:
+          - {{ name: any, match: {{ path: {{ prefix: / }} }} }}
+        """,
+    )
+    port = Ports.free().authz
+    process = subprocess.Popen(
+        [sys.executable, "-m", "authz_service", "serve", "--config", str(policy),
+         "--listen", f"127.0.0.1:{port}", "--metrics-listen", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while service_health(port) is None:
+            assert time.monotonic() < deadline, "the service never answered"
+            time.sleep(0.1)
+        time.sleep(1)  # past the first fetch and the readiness report
+        assert service_health(port) == health_pb2.HealthCheckResponse.ServingStatus.Value(expected)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

@@ -86,6 +86,8 @@ class Service:
             raise OSError(f"cannot listen on {self.options.listen}") from exc
         metrics_host, metrics_port = split_host_port(self.options.metrics_listen)
         metrics_server = await serve_metrics(self.metrics, metrics_host, metrics_port)
+        # grpc's HealthServicer starts out SERVING for "": not before the pipeline is ready.
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self._announce_store()
         pipeline = self.authorization.pipeline

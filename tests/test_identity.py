@@ -983,3 +983,66 @@ def test_idp_answering_garbage_after_a_good_start_keeps_the_old_keys(
     assert_refused(refetched, "unknown_key")
     assert principal_of(fresh)["subject"] == "still-here"
     assert idp.jwks_fetches() == 1  # the garbage discovery document never led to the JWKS
+
+
+# ---- token locations and the dev-token command ----------------------------------------
+
+LOCATIONS_POLICY = """
+    version: 1
+    identity:
+      jwt:
+        - name: from-cookie
+          issuer: https://issuer.test
+          audiences: [api://authz]
+          algorithms: [RS256]
+          keys: { jwks_file: jwks.json }
+          token: { cookie: session }
+        - name: from-header
+          issuer: https://issuer.test
+          audiences: [api://authz]
+          algorithms: [RS256]
+          keys: { jwks_file: jwks.json }
+          token: { header: x-access-token }
+    routes:
+      - { name: any, match: { path: { prefix: / } } }
+"""
+
+
+def test_tokens_from_a_cookie_or_a_configured_header(tmp_path: Path) -> None:
+    write_jwks(tmp_path, jwks_document())
+    policy = write_policy(tmp_path, LOCATIONS_POLICY)
+    signed = token("RS256")
+    in_cookie = check_request("GET", "/x", headers={"cookie": f"theme=dark; session={signed}"})
+    in_header = check_request("GET", "/x", headers={"x-access-token": signed})
+    as_bearer = check_request("GET", "/x", headers={"authorization": f"Bearer {signed}"})
+    cookie, header, bearer_only = decide_all(policy, in_cookie, in_header, as_bearer)
+    assert cookie.allowed and header.allowed
+    # Authorization is not a configured location here: no credential, so a 401.
+    assert (bearer_only.status, bearer_only.reason) == (401, "identity.missing_credentials")
+
+
+def test_dev_token_command_mints_what_the_demo_idp_verifies(tmp_path: Path) -> None:
+    from authz_service.devstack.idp import ensure_idp_keys, public_jwks
+
+    keys = tmp_path / "idp"
+    ensure_idp_keys(keys)
+    command = [sys.executable, "-m", "authz_service", "dev-token", "--keys", str(keys),
+               "--issuer", "http://idp.test", "--subject", "dora", "--tier", "pro",
+               "--role", "admin", "--role", "ops", "--scope", "chat", "--audience", "aud-1",
+               "--lifetime", "120"]  # fmt: skip
+    minted = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+    jwk = jwt.PyJWKSet.from_dict(public_jwks(keys))[jwt.get_unverified_header(minted)["kid"]]
+    verified = jwt.decode(minted, jwk.key, algorithms=["RS256"], audience="aud-1",
+                          issuer="http://idp.test")  # fmt: skip
+    assert verified["sub"] == "dora"
+    assert verified["https://authz.demo/tier"] == "pro"
+    assert verified["roles"] == ["admin", "ops"] and verified["scope"] == "chat"
+    assert verified["exp"] - verified["iat"] == 120
+    expired = subprocess.run([*command, "--expired"], capture_output=True, text=True, check=True)
+    with pytest.raises(jwt.ExpiredSignatureError):
+        jwt.decode(expired.stdout.strip(), jwk.key, algorithms=["RS256"], audience="aud-1")
+    missing = subprocess.run(
+        [sys.executable, "-m", "authz_service", "dev-token", "--keys", str(tmp_path / "none")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "start `make run` first" in missing.stderr

@@ -54,6 +54,7 @@ class IdentityLayer:
         ]
         self._rings = [(provider, KeyRing(provider.keys)) for provider in settings.api_keys]
         self._token_locations = tuple(dict.fromkeys(p.token for p in settings.jwt))
+        self._max_token_bytes = max((p.max_token_bytes for p in settings.jwt), default=8192)
         self._cache = VerifiedTokenCache()
 
     # ---- lifecycle: keys are fetched in the background, never on the request path ----
@@ -143,8 +144,7 @@ class IdentityLayer:
         cached = self._cache.get(digest)
         if cached is not None and _accepts(route, cached.provider):
             return cached
-        limit = max((v.provider.max_token_bytes for v in self._verifiers), default=8192)
-        header, unverified = split_token(token, limit)
+        header, unverified = split_token(token, self._max_token_bytes)
         verifier, claims = await self._verify_with_issuer(
             token, header, unverified.get("iss"), route
         )

@@ -110,6 +110,17 @@ def assert_flask_500(reply: Reply) -> None:
 # --- chat completions --------------------------------------------------------------------------
 
 
+def spawn_cli(*arguments: str) -> subprocess.Popen[str]:
+    """The mock upstream as `make run` starts it: its own process, quiet, stdout piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "authz_service.devstack.mock_upstream", *arguments, "--quiet"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+
+
 def test_chat_completion_is_openai_shaped_with_usage(base: str) -> None:
     messages = [
         {"role": "system", "content": "You are terse."},
@@ -427,22 +438,7 @@ def test_parse_provider() -> None:
 
 
 def test_cli_serves_until_sigterm() -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "authz_service.devstack.mock_upstream",
-            "--provider",
-            "alpha=127.0.0.1:0",
-            "--provider",
-            "beta=127.0.0.1:0",
-            "--quiet",
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
+    process = spawn_cli("--provider", "alpha=127.0.0.1:0", "--provider", "beta=127.0.0.1:0")
     try:
         assert process.stdout is not None
         lines = [process.stdout.readline().strip() for _ in range(2)]
@@ -610,22 +606,7 @@ def test_idp_paths_are_404_without_idp_keys(base: str, path: str) -> None:
 
 
 def test_cli_serves_the_idp_with_idp_keys(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "authz_service.devstack.mock_upstream",
-            "--provider",
-            "alpha=127.0.0.1:0",
-            "--idp-keys",
-            str(tmp_path / "idp"),
-            "--quiet",
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
+    process = spawn_cli("--provider", "alpha=127.0.0.1:0", "--idp-keys", str(tmp_path / "idp"))
     try:
         assert process.stdout is not None
         url = process.stdout.readline().split()[-1]

@@ -104,15 +104,6 @@ class IdentitySettings:
     mtls: tuple[MtlsProvider, ...] = ()
     headers: IdentityHeaders = field(default_factory=IdentityHeaders)
 
-    @property
-    def provider_names(self) -> tuple[str, ...]:
-        named: tuple[JwtProvider | ApiKeyProvider | MtlsProvider, ...] = (
-            *self.jwt,
-            *self.api_keys,
-            *self.mtls,
-        )
-        return tuple(provider.name for provider in named)
-
 
 @dataclass(frozen=True, slots=True)
 class IdentityRoute:

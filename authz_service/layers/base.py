@@ -44,6 +44,9 @@ class Context:
     methods_on_path: frozenset[str] = frozenset()
     """Methods that other routes accept on this path: the ``Allow`` header of a 405."""
     path_params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    body: bytes = b""
+    """The body with any ``Content-Encoding`` undone (set by the protocol layer); later
+    layers read this, never ``view.body``, which is what the client sent on the wire."""
     json_body: Any = NO_JSON_BODY
     """The body parsed once by the protocol layer on JSON routes."""
     principal: Principal | None = None

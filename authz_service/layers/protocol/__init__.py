@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from authz_service.decision import Denial
 from authz_service.layers.base import Context, LayerName
+from authz_service.layers.protocol.content_encoding import decode_body
 from authz_service.layers.protocol.json_body import parse_json
 from authz_service.layers.protocol.settings import ProtocolSettings
 from authz_service.layers.protocol.utf8 import utf8_denial
@@ -92,13 +93,17 @@ class ProtocolLayer:
             return _unsupported(media_type, settings)
         if view.body_truncated:
             return None  # a partial body cannot be parsed; the route said it does not need it
+        body = decode_body(view.body, view.headers.get("content-encoding", ""), settings.decompress)
+        if isinstance(body, Denial):
+            return body
+        ctx.body = body
         if media_type == "application/json" or media_type.endswith(_JSON_SUFFIX):
-            parsed = parse_json(view.body, settings.json)
+            parsed = parse_json(body, settings.json)
             if isinstance(parsed, Denial):
                 return parsed
             ctx.json_body = parsed
         elif settings.strict_utf8 and _is_text(media_type):
-            return _check_utf8(view.body, view.headers.get("content-type", ""))
+            return _check_utf8(body, view.headers.get("content-type", ""))
         return None
 
 

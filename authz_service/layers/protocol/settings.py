@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 BodyRule = Literal["required", "optional", "forbidden"]
+DuplicateKeys = Literal["reject", "last_wins"]
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -17,6 +18,24 @@ class JsonLimits:
     """Deepest nesting of arrays/objects; stops stack-exhausting payloads downstream."""
     max_elements: int = 100_000
     """Total values inside all arrays and objects; stops hash-flooding and huge trees."""
+    duplicate_keys: DuplicateKeys = "reject"
+    """A key twice in one object: parsers disagree on which wins, so the upstream and we
+    could read different values. ``last_wins`` is what most parsers (and orjson) do."""
+    max_number: float = float(2**53)
+    """Largest magnitude of a number: beyond 2^53 integers lose precision as doubles,
+    and integers beyond 64 bits silently become floats."""
+
+
+DEFAULT_MAX_DECODED_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Decompression:
+    encodings: frozenset[str] = frozenset()
+    """Content codings undone before the body is checked; none by default (415)."""
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    max_ratio: int = 100
+    """Largest decoded size as a multiple of the compressed size: stops zip bombs early."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +49,7 @@ class ProtocolSettings:
     json: JsonLimits = field(default_factory=JsonLimits)
     strict_utf8: bool = True
     """Text bodies (JSON, ``text/*``, forms) must be valid UTF-8."""
+    decompress: Decompression = field(default_factory=Decompression)
 
     def accepts(self, media_type: str) -> bool:
         if not self.content_types:
@@ -61,9 +81,24 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "max_depth": {"type": "integer", "minimum": 1, "maximum": 1000},
                 "max_elements": {"type": "integer", "minimum": 1},
+                "duplicate_keys": {"enum": ["reject", "last_wins"]},
+                "max_number": {"type": "number", "exclusiveMinimum": 0},
             },
         },
         "strict_utf8": {"type": "boolean"},
+        "decompress": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "encodings": {
+                    "type": "array",
+                    "items": {"enum": ["gzip", "deflate"]},
+                    "uniqueItems": True,
+                },
+                "max_decoded_bytes": {"type": "integer", "minimum": 1, "maximum": 64 * 1024 * 1024},
+                "max_ratio": {"type": "integer", "minimum": 1},
+            },
+        },
     },
 }
 """The ``protocol:`` block of a route (and of ``defaults``) in the policy file."""
@@ -73,6 +108,7 @@ def build(raw: Mapping[str, Any]) -> ProtocolSettings:
     """Settings from an already schema-validated ``protocol:`` block."""
     base = ProtocolSettings()
     json_raw = raw.get("json", {})
+    decompress_raw = raw.get("decompress", {})
     return ProtocolSettings(
         content_types=tuple(raw.get("content_types", base.content_types)),
         max_body_bytes=raw.get("max_body_bytes", base.max_body_bytes),
@@ -81,6 +117,15 @@ def build(raw: Mapping[str, Any]) -> ProtocolSettings:
         json=JsonLimits(
             max_depth=json_raw.get("max_depth", base.json.max_depth),
             max_elements=json_raw.get("max_elements", base.json.max_elements),
+            duplicate_keys=json_raw.get("duplicate_keys", base.json.duplicate_keys),
+            max_number=float(json_raw.get("max_number", base.json.max_number)),
         ),
         strict_utf8=raw.get("strict_utf8", base.strict_utf8),
+        decompress=Decompression(
+            encodings=frozenset(decompress_raw.get("encodings", ())),
+            max_decoded_bytes=decompress_raw.get(
+                "max_decoded_bytes", base.decompress.max_decoded_bytes
+            ),
+            max_ratio=decompress_raw.get("max_ratio", base.decompress.max_ratio),
+        ),
     )

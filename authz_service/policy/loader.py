@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ from jsonschema.exceptions import ValidationError
 
 from authz_service.layers.identity import settings as identity_settings
 from authz_service.layers.protocol import settings as protocol_settings
+from authz_service.layers.syntax import settings as syntax_settings
+from authz_service.layers.syntax.settings import SyntaxCatalog
 from authz_service.policy.errors import KeyPath, PolicyError, Problem
 from authz_service.policy.model import KNOWN_METHODS, Policy, Route, Settings, Unmatched
 from authz_service.policy.routes import HostMatcher, PathMatcher, RouteTable, TemplateError
@@ -24,13 +26,17 @@ def load_policy(file: str | Path) -> Policy:
     """The compiled policy, or :class:`PolicyError` listing every problem in the file."""
     document = YamlDocument(Path(file))
     problems = list(document.problems)
+    catalog = SyntaxCatalog()
     if not problems:
         problems.extend(_schema_problems(document))
         problems.extend(_cross_check_problems(document))
         problems.extend(_layer_problems(document))
+        data = document.data if isinstance(document.data, dict) else {}
+        catalog = syntax_settings.compile_catalog(data, Path(document.file).parent)
+        problems.extend(_located(document, catalog.problems))
     if problems:
         raise PolicyError(sorted(problems, key=lambda problem: problem.line or 0))
-    return _compile(document)
+    return _compile(document, catalog)
 
 
 def _schema_problems(document: YamlDocument) -> Iterator[Problem]:
@@ -96,11 +102,15 @@ def _cross_check_problems(document: YamlDocument) -> Iterator[Problem]:
 def _layer_problems(document: YamlDocument) -> Iterator[Problem]:
     """Each layer's own cross-checks (secrets present, files exist, references resolve)."""
     data = document.data if isinstance(document.data, dict) else {}
-    for path, message in identity_settings.cross_check(data, Path(document.file).parent):
+    yield from _located(document, identity_settings.cross_check(data, Path(document.file).parent))
+
+
+def _located(document: YamlDocument, found: Iterable[tuple[KeyPath, str]]) -> Iterator[Problem]:
+    for path, message in found:
         yield Problem(document.file, path, message, document.line_of(path))
 
 
-def _compile(document: YamlDocument) -> Policy:
+def _compile(document: YamlDocument, catalog: SyntaxCatalog) -> Policy:
     """The request-time form of a file that passed every check."""
     raw: dict[str, Any] = document.data
     layer_defaults = raw.get("defaults", {})
@@ -118,6 +128,9 @@ def _compile(document: YamlDocument) -> Policy:
                 ),
                 identity=identity_settings.build_route(
                     {**layer_defaults.get("identity", {}), **entry.get("identity", {})}
+                ),
+                syntax=syntax_settings.build_route(
+                    {**layer_defaults.get("syntax", {}), **entry.get("syntax", {})}, catalog
                 ),
             )
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from authz_service.layers.identity.settings import IdentityRoute, IdentitySettings
 from authz_service.layers.protocol.settings import ProtocolSettings
+from authz_service.layers.syntax.settings import SyntaxRoute
 from authz_service.policy.routes import HostMatcher, PathMatcher
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -19,6 +20,7 @@ class Route:
     methods: frozenset[str]
     protocol: ProtocolSettings
     identity: IdentityRoute
+    syntax: SyntaxRoute
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,272 @@
+"""Layer 2, syntax: the body (and, with OpenAPI, the parameters) has the shape the
+route's schema says, and images are whole images within their limits.
+
+Order inside the layer: decode the body's structure (form, multipart), match the OpenAPI
+operation and its parameters, validate the body document against its schemas, apply the
+LLM API's per-tier limits, then inspect the image. Every refusal names the field.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+from authz_service.decision import Denial
+from authz_service.layers.base import NO_JSON_BODY, Context, LayerName
+from authz_service.layers.syntax.body_errors import MalformedBody
+from authz_service.layers.syntax.form import parse_form
+from authz_service.layers.syntax.images import ImageInfo, ImageRejected, inspect_image, sniff_format
+from authz_service.layers.syntax.llm import check_llm_body
+from authz_service.layers.syntax.multipart import Part, parse_multipart
+from authz_service.layers.syntax.operations import coerce_fields
+from authz_service.layers.syntax.settings import ImageCheck, MultipartSettings, SyntaxRoute
+from authz_service.layers.syntax.validation import (
+    CompiledSchema,
+    resolve_pointer,
+    violations_denial,
+)
+
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+_RAW_IMAGE_TYPES = ("application/octet-stream",)
+_IMAGE_REASONS = {"not_an_image": "syntax.not_an_image"}
+_DATA_URL_PREFIX = "data:"
+
+
+class SyntaxLayer:
+    name: LayerName = "syntax"
+
+    async def check(self, ctx: Context) -> Denial | None:
+        assert ctx.route is not None  # the protocol layer denied unrouted requests
+        settings = ctx.route.syntax
+        if not settings.active or not ctx.view.method:
+            return None
+        if ctx.view.body_truncated:
+            return Denial(
+                413,
+                "syntax.body_truncated",
+                "the body was truncated at the edge, so its syntax cannot be checked",
+            )
+        try:
+            return _check(ctx, settings)
+        except MalformedBody as bad:
+            return Denial(bad.status, f"syntax.{bad.reason}", bad.message, details=bad.details)
+        except ImageRejected as bad:
+            reason = _IMAGE_REASONS.get(bad.reason, f"syntax.image_{bad.reason}")
+            return Denial(bad.status, reason, bad.message)
+
+
+def _check(ctx: Context, settings: SyntaxRoute) -> Denial | None:
+    media_type = ctx.view.content_type if ctx.body else ""
+    parts: tuple[Part, ...] = ()
+    document: Any = ctx.json_body
+    if media_type == FORM:
+        document = _single_values(parse_form(ctx.body, settings.form))
+    elif media_type == MULTIPART:
+        content_type = ctx.view.headers["content-type"]
+        parts = parse_multipart(ctx.body, content_type, settings.multipart.limits)
+        denial = _check_parts(parts, settings.multipart)
+        if denial is not None:
+            return denial
+        document = _parts_document(parts)
+    if settings.openapi is not None:
+        match = settings.openapi.match(ctx.view.method, ctx.view.path)
+        if isinstance(match, Denial):
+            return match
+        denial = match.check_parameters(ctx.view.query, ctx.view.headers, settings.max_violations)
+        if denial is not None:
+            return denial
+        rule = match.operation.body_rule(media_type, has_body=bool(ctx.body))
+        if isinstance(rule, Denial):
+            return rule
+        if rule.schema is not None and document is not NO_JSON_BODY:
+            if media_type in (FORM, MULTIPART):
+                document = coerce_fields(document, rule.property_types)
+            denial = _validate(rule.schema, document, settings.max_violations)
+            if denial is not None:
+                return denial
+    if document is not NO_JSON_BODY:
+        for schema in (settings.schema, settings.extra_schema):
+            denial = _validate(schema, document, settings.max_violations)
+            if denial is not None:
+                return denial
+        if settings.llm is not None and isinstance(document, dict):
+            tier = ctx.principal.tier if ctx.principal is not None else None
+            denial = check_llm_body(settings.llm, document, tier)
+            if denial is not None:
+                return denial
+    if settings.image is not None:
+        return _check_image(ctx, settings.image, media_type, document, parts)
+    return None
+
+
+def _validate(schema: CompiledSchema | None, document: Any, cap: int) -> Denial | None:
+    if schema is None:
+        return None
+    found = schema.violations(document, cap)
+    if found is None:
+        return None
+    violations, more = found
+    return violations_denial("the request body", violations, more)
+
+
+def _single_values(fields: Mapping[str, list[str]]) -> dict[str, Any]:
+    """Form fields as a JSON-like document: a repeated field becomes an array."""
+    return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
+
+
+def _parts_document(parts: tuple[Part, ...]) -> dict[str, Any]:
+    """Multipart fields as a JSON-like document: text fields as strings, files as their
+    file name (a schema can require them; their bytes are the image check's business)."""
+    document: dict[str, Any] = {}
+    for part in parts:
+        if part.filename is not None or not _is_text_part(part):
+            document[part.name] = part.filename or ""
+            continue
+        try:
+            document[part.name] = part.data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise MalformedBody(
+                400,
+                "multipart_invalid_utf8",
+                f"multipart field {part.name[:64]!r} is not valid UTF-8 at byte {bad.start}",
+            ) from None
+    return document
+
+
+def _is_text_part(part: Part) -> bool:
+    kind = part.content_type
+    return kind is None or kind.startswith("text/") or kind == "application/json"
+
+
+def _check_parts(parts: tuple[Part, ...], settings: MultipartSettings) -> Denial | None:
+    """Declared fields only, required ones present, and each part what it says it is."""
+    rules = settings.fields
+    if rules is None:
+        return _check_part_types(parts, {})
+    names = {part.name for part in parts}
+    for part in parts:
+        if part.name not in rules:
+            allowed = ", ".join(sorted(rules))
+            return Denial(
+                422,
+                "syntax.unexpected_field",
+                f"multipart field {part.name[:64]!r} is not accepted here; accepted: {allowed}",
+                details={"field": part.name[:64]},
+            )
+    for name, rule in rules.items():
+        if rule.required and name not in names:
+            return Denial(
+                422,
+                "syntax.missing_field",
+                f"multipart field {name!r} is required",
+                details={"field": name},
+            )
+    return _check_part_types(parts, {name: rule.content_types for name, rule in rules.items()})
+
+
+def _check_part_types(
+    parts: tuple[Part, ...], accepted: Mapping[str, tuple[str, ...]]
+) -> Denial | None:
+    for part in parts:
+        ranges = accepted.get(part.name, ())
+        declared = part.content_type or ""
+        if ranges and not _in_ranges(declared or "application/octet-stream", ranges):
+            return Denial(
+                415,
+                "syntax.part_type_not_accepted",
+                f"multipart field {part.name[:64]!r} declares {declared or 'no type'}; "
+                f"accepted: {', '.join(ranges)}",
+                details={"field": part.name[:64]},
+            )
+        if declared.startswith("image/"):
+            sniffed = sniff_format(part.data)
+            if sniffed is None or not _same_image_type(declared, sniffed):
+                return Denial(
+                    415,
+                    "syntax.part_type_mismatch",
+                    f"multipart field {part.name[:64]!r} declares {declared} but holds "
+                    f"{sniffed or 'no known image format'}",
+                    details={"field": part.name[:64]},
+                )
+    return None
+
+
+def _in_ranges(media_type: str, ranges: tuple[str, ...]) -> bool:
+    major = media_type.split("/", 1)[0]
+    return any(r in (media_type, f"{major}/*", "*/*") for r in ranges)
+
+
+def _same_image_type(declared: str, sniffed: str) -> bool:
+    subtype = declared.removeprefix("image/")
+    aliases = {"jpg": "jpeg", "pjpeg": "jpeg", "x-ms-bmp": "bmp", "tif": "tiff", "x-png": "png"}
+    return aliases.get(subtype, subtype) == sniffed
+
+
+def _check_image(
+    ctx: Context,
+    check: ImageCheck,
+    media_type: str,
+    document: Any,
+    parts: tuple[Part, ...],
+) -> Denial | None:
+    where: str
+    if media_type.startswith("image/") or media_type in _RAW_IMAGE_TYPES:
+        where, data = "body", ctx.body
+        declared = media_type if media_type.startswith("image/") else None
+    elif media_type == MULTIPART and check.multipart_field is not None:
+        where = f"multipart field {check.multipart_field!r}"
+        found = [part for part in parts if part.name == check.multipart_field]
+        if not found:
+            return _missing_image(where)
+        data, declared = found[0].data, found[0].content_type
+    elif isinstance(document, dict | list) and check.json_pointer is not None:
+        where = check.json_pointer
+        value = resolve_pointer(document, check.json_pointer)
+        if not isinstance(value, str):
+            return _missing_image(where)
+        decoded = _decode_base64(value, where)
+        if isinstance(decoded, Denial):
+            return decoded
+        data, declared = decoded
+    else:
+        return None  # a body this route's image check does not cover (the schema decides)
+    info = inspect_image(data, check.limits, declared)
+    ctx.metadata["image"] = _describe(info)
+    return None
+
+
+def _describe(info: ImageInfo) -> str:
+    return f"{info.format} {info.width}x{info.height}" + (
+        f" {info.frames} frames" if info.frames > 1 else ""
+    )
+
+
+def _missing_image(where: str) -> Denial:
+    return Denial(422, "syntax.image_missing", f"no image at {where}", details={"pointer": where})
+
+
+def _decode_base64(value: str, where: str) -> tuple[bytes, str | None] | Denial:
+    """Strict base64 (RFC 4648 alphabet, padding required), optionally as a data URL,
+    which also declares the media type."""
+    declared: str | None = None
+    if value.startswith(_DATA_URL_PREFIX):
+        header, comma, value = value.partition(",")
+        media, _, encoding = header[len(_DATA_URL_PREFIX) :].partition(";")
+        if not comma or encoding != "base64":
+            return _bad_base64(where, "a data URL must be data:<type>;base64,<data>")
+        declared = media.lower() or None
+    try:
+        return binascii.a2b_base64(value, strict_mode=True), declared
+    except (binascii.Error, ValueError) as exc:
+        return _bad_base64(where, str(exc).rstrip("."))
+
+
+def _bad_base64(where: str, why: str) -> Denial:
+    return Denial(
+        422,
+        "syntax.invalid_base64",
+        f"the image at {where} is not valid base64: {why[:120]}",
+        details={"pointer": where},
+    )

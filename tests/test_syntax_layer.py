@@ -91,7 +91,12 @@ POLICY = f"""
       - name: avatar
         match: {{ path: {{ exact: /avatar }}, methods: [POST, PUT] }}
         syntax:
-          image: {{ json_pointer: /avatar/data, formats: [png], max_width: 100, max_height: 100 }}
+          image:
+            json_pointer: /avatar/data
+            allow_data_url: true
+            formats: [png]
+            max_width: 100
+            max_height: 100
       - name: form
         match: {{ path: {{ exact: /form }}, methods: [POST] }}
         syntax:
@@ -341,6 +346,15 @@ def test_multipart_without_boundary(policy: Path) -> None:
 
 
 # ---- images in JSON ----
+
+
+def test_data_urls_only_where_allowed(policy: Path) -> None:
+    body = {"data": "data:image/png;base64," + b64(PNG)}
+    assert run(policy, "POST", "/avatar", {"avatar": body}).allowed
+    text = POLICY.replace("allow_data_url: true", "allow_data_url: false")
+    strict = write_policy(policy.parent, text, "strict.yaml")
+    refused = run(strict, "POST", "/avatar", {"avatar": body})
+    assert refused.reason == "syntax.invalid_base64"
 
 
 def test_base64_image_in_a_json_field(policy: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ import socketserver
 import sys
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -153,6 +155,17 @@ class Route:
 # Inference handlers
 
 
+def _content(request: Request) -> bytes:
+    """The body with a gzip Content-Encoding undone, as a WSGI middleware would; anything
+    undecodable is malformed input (a 500, like the rest)."""
+    if request.headers.get("content-encoding", "").strip().lower() != "gzip":
+        return request.body
+    try:
+        return gzip.decompress(request.body)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise MalformedInput(f"invalid gzip body: {exc}") from exc
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
@@ -164,7 +177,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 
 def chat_completions(request: Request, provider: ProviderState) -> Response:
-    payload = _json_object(request.body)
+    payload = _json_object(_content(request))
     model = payload.get("model")
     messages = payload.get("messages")
     if not isinstance(model, str) or not model:
@@ -299,8 +312,9 @@ def classify(request: Request, provider: ProviderState) -> Response:
     content_type = request.headers.get("content-type", "")
     media_type = _media_type(content_type)
     top_k: object = DEFAULT_TOP_K
+    body = _content(request)
     if media_type == "application/json":
-        payload = _json_object(request.body)
+        payload = _json_object(body)
         encoded = payload.get("image")
         if not isinstance(encoded, str):
             raise MalformedInput("image must be a base64 string")
@@ -310,14 +324,14 @@ def classify(request: Request, provider: ProviderState) -> Response:
             raise MalformedInput("invalid base64 image") from exc
         top_k = payload.get("top_k", DEFAULT_TOP_K)
     elif media_type == "multipart/form-data":
-        fields = _multipart_fields(content_type, request.body)
+        fields = _multipart_fields(content_type, body)
         if "image" not in fields:
             raise MalformedInput("multipart body without an image field")
         image = fields["image"]
         if "top_k" in fields:
             top_k = fields["top_k"].decode("latin-1")
     elif media_type.startswith("image/"):
-        image = request.body
+        image = body
         top_k = parse_qs(request.query).get("top_k", [DEFAULT_TOP_K])[-1]
     else:
         raise MalformedInput(f"unsupported content type {media_type}")

@@ -79,7 +79,9 @@ def render_envoy_config(source: Path, ports: Ports, run_dir: Path) -> dict[str, 
 def render_policy(source: Path, ports: Ports, destination: Path) -> Path:
     """``source`` with every ``127.0.0.1:<demo port>`` (e.g. the demo issuer) moved to ``ports``.
 
-    Relative file references in the copy resolve against ``destination``'s folder."""
+    The files beside ``source`` (schemas, OpenAPI documents) are copied to ``destination``'s
+    folder, so the policy's relative file references still resolve."""
+    shutil.copytree(source.parent, destination.parent, dirs_exist_ok=True)
     text = source.read_text(encoding="utf-8")
     for demo, actual in zip(asdict(DEMO_PORTS).values(), asdict(ports).values(), strict=True):
         text = text.replace(f"127.0.0.1:{demo}", f"127.0.0.1:{actual}")
@@ -193,7 +195,8 @@ class Stack:
 
     def start_service(self) -> None:
         if self.ports != DEMO_PORTS:
-            self.policy = render_policy(self.policy, self.ports, self.run_dir / "policy.yaml")
+            rendered = self.run_dir / "policy" / self.policy.name
+            self.policy = render_policy(self.policy, self.ports, rendered)
         self._spawn(
             "authz",
             [

@@ -222,15 +222,18 @@ def _corrupt(fmt: str, what: str) -> ImageRejected:
     return ImageRejected(422, "corrupt", f"{_name(fmt)} image is corrupt: {what}")
 
 
-# The most parts one walk visits -- PNG or WebP chunks, JPEG segments before the scan, GIF blocks
-# and extension sub-blocks, TIFF directories or the entries of one -- before refusing the file.
-# Real files have a few to a few hundred (libpng's 8 KB IDAT chunks reach 4096 at 32 MB); the cap
-# bounds the Python work, this module's and Pillow's, on a file made of many tiny parts.
+# Caps on the parts of a file, so that one made of many tiny parts cannot cost much Python work,
+# this module's or Pillow's (some microseconds per part). A walk visits at most _MAX_PARTS chunks,
+# blocks, directories and entries (libpng's 8 KB IDAT chunks reach 4096 at 32 MB; GIF's data
+# sub-blocks grow with the file and have their own budget). Pillow reads the header parts when it
+# opens a file -- PNG chunks before the image data, JPEG segments before the scan, the entries of
+# a TIFF directory -- and real files have a few dozen.
 _MAX_PARTS = 4096
+_MAX_HEADER_PARTS = 256
 
 
-def _too_many(fmt: str, parts: str) -> ImageRejected:
-    return _corrupt(fmt, f"more than {_MAX_PARTS} {parts}")
+def _too_many(fmt: str, limit: int, parts: str) -> ImageRejected:
+    return _corrupt(fmt, f"more than {limit} {parts}")
 
 
 def _need(fmt: str, data: bytes, end: int, what: str) -> None:
@@ -303,7 +306,7 @@ def _png_chunks(data: bytes) -> list[_PngChunk]:
         _need("png", data, end, f"chunk {ctype.decode()} at byte {pos}")
         chunks.append((ctype, pos + 8, length))
         if len(chunks) > _MAX_PARTS:
-            raise _too_many("png", "chunks")
+            raise _too_many("png", _MAX_PARTS, "chunks")
         if ctype == b"IEND":
             _ends_at("png", data, end, "the IEND chunk")
             return chunks
@@ -314,6 +317,8 @@ def _check_png_chunk_order(types: list[bytes], colour_type: int) -> None:
     if b"IDAT" not in types:
         raise _corrupt("png", "no IDAT chunk")
     first_idat = types.index(b"IDAT")
+    if first_idat > _MAX_HEADER_PARTS:
+        raise _too_many("png", _MAX_HEADER_PARTS, "chunks before the image data")
     last_idat = len(types) - 1 - types[::-1].index(b"IDAT")
     # Decoders stop reading image data at the first other chunk.
     if types[first_idat : last_idat + 1].count(b"IDAT") != last_idat - first_idat + 1:
@@ -375,7 +380,7 @@ def _walk_jpeg(data: bytes) -> _Layout:
     size: tuple[int, int] | None = None
     has_quantization = False
     pos = 2
-    for _ in range(_MAX_PARTS):
+    for _ in range(_MAX_HEADER_PARTS):
         _need("jpeg", data, pos + 2, f"the marker at byte {pos}")
         if data[pos] != 0xFF:
             raise _corrupt("jpeg", f"no marker at byte {pos}")
@@ -401,7 +406,7 @@ def _walk_jpeg(data: bytes) -> _Layout:
             break
         pos = end
     else:
-        raise _too_many("jpeg", "segments before the scan")
+        raise _too_many("jpeg", _MAX_HEADER_PARTS, "segments before the scan")
     if size is None or not has_quantization:
         raise _corrupt("jpeg", "no frame header (SOF) or quantization table before the scan")
     _jpeg_check_end(data, end)
@@ -546,7 +551,7 @@ def _riff_chunks(data: bytes, pos: int, end: int, max_chunks: int) -> list[_Webp
             raise _truncated("webp", f"chunk {fourcc!r} at byte {pos} runs past its container")
         chunks.append((fourcc, pos + 8, length))
         if len(chunks) > max_chunks:
-            raise _too_many("webp", "chunks")
+            raise _too_many("webp", _MAX_PARTS, "chunks")
         pos = chunk_end
     return chunks
 
@@ -648,13 +653,15 @@ def _walk_tiff(data: bytes) -> _Layout:
     (offset,) = struct.unpack_from(order + "I", data, 4)
     pages: list[tuple[int, int]] = []
     seen: set[int] = set()
+    parts = 0
     while offset:
         if offset in seen:
             raise _corrupt("tiff", f"the directory chain loops back to byte {offset}")
-        if len(seen) == _MAX_PARTS:
-            raise _too_many("tiff", "directories")
         seen.add(offset)
         directory, offset = _TiffDirectory.read(data, order, offset)
+        parts += 1 + len(directory.entries)
+        if parts > _MAX_PARTS:
+            raise _too_many("tiff", _MAX_PARTS, "directories and entries")
         pages.append(directory.page_size())
     if not pages:
         raise _corrupt("tiff", "no image directory")
@@ -678,8 +685,8 @@ class _TiffDirectory:
         _need("tiff", data, end + 4, f"the directory at byte {offset}")
         if not count:
             raise _corrupt("tiff", f"empty directory at byte {offset}")
-        if count > _MAX_PARTS:
-            raise _too_many("tiff", "entries in a directory")
+        if count > _MAX_HEADER_PARTS:
+            raise _too_many("tiff", _MAX_HEADER_PARTS, "entries in a directory")
         entries: dict[int, tuple[int, int, bytes]] = {}
         for tag, kind, n, field in struct.iter_unpack(
             order + "HHI4s", memoryview(data)[offset + 2 : end]

@@ -226,7 +226,7 @@ def _check_image(
         value = resolve_pointer(document, check.json_pointer)
         if not isinstance(value, str):
             return _missing_image(where)
-        decoded = _decode_base64(value, where)
+        decoded = _decode_base64(value, where, check.allow_data_url)
         if isinstance(decoded, Denial):
             return decoded
         data, declared = decoded
@@ -247,11 +247,13 @@ def _missing_image(where: str) -> Denial:
     return Denial(422, "syntax.image_missing", f"no image at {where}", details={"pointer": where})
 
 
-def _decode_base64(value: str, where: str) -> tuple[bytes, str | None] | Denial:
-    """Strict base64 (RFC 4648 alphabet, padding required), optionally as a data URL,
+def _decode_base64(
+    value: str, where: str, allow_data_url: bool
+) -> tuple[bytes, str | None] | Denial:
+    """Strict base64 (RFC 4648 alphabet, padding required), or, where allowed, a data URL,
     which also declares the media type."""
     declared: str | None = None
-    if value.startswith(_DATA_URL_PREFIX):
+    if allow_data_url and value.startswith(_DATA_URL_PREFIX):
         header, comma, value = value.partition(",")
         media, _, encoding = header[len(_DATA_URL_PREFIX) :].partition(";")
         if not comma or encoding != "base64":

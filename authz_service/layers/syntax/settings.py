@@ -49,6 +49,9 @@ class ImageCheck:
     limits: ImageLimits
     json_pointer: str | None = None
     """Where a base64 image sits in a JSON body."""
+    allow_data_url: bool = False
+    """Whether that field may be a ``data:image/…;base64,`` URL (only if the upstream
+    reads them: a plain-base64 upstream would fail on the prefix)."""
     multipart_field: str | None = None
     """The multipart part that carries the image."""
 
@@ -168,6 +171,7 @@ ROUTE_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "json_pointer": {"type": "string", "pattern": "^(/.*)?$"},
+                "allow_data_url": {"type": "boolean"},
                 "multipart_field": {"type": "string", "minLength": 1},
                 "formats": {
                     "type": "array",
@@ -397,6 +401,7 @@ def _image(raw: Mapping[str, Any]) -> ImageCheck:
             max_frames=raw.get("max_frames", base.max_frames),
         ),
         json_pointer=raw.get("json_pointer"),
+        allow_data_url=raw.get("allow_data_url", False),
         multipart_field=raw.get("multipart_field"),
     )
 

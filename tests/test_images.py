@@ -143,6 +143,9 @@ def _samples() -> dict[str, tuple[bytes, ImageInfo]]:
         samples[f"{fmt}-animated"] = (_animated(fmt, 3), ImageInfo(fmt, 40, 30, 3))
     samples["tiff-crafted"] = (_tiff((5, 7), (3, 2)), ImageInfo("tiff", 5, 7, 2))
     samples["tiff-big-endian"] = (_tiff((5, 7), big_endian=True), ImageInfo("tiff", 5, 7, 1))
+    rotated = Image.Exif()
+    rotated[0x0112] = 6  # Orientation: the decoder transposes the page
+    samples["tiff-rotated"] = (_encode(image, "TIFF", exif=rotated), ImageInfo("tiff", 48, 64, 1))
     return samples
 
 

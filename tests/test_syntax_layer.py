@@ -140,9 +140,9 @@ openapi: 3.0.3
 info: { title: shop, version: "1" }
 servers: [{ url: "https://shop.example.com/shop" }]
 paths:
-  /items/{sku}:
+  /items/{item-sku}:
     parameters:
-      - { name: sku, in: path, required: true, schema: { type: string, pattern: "^[A-Z]{3}$" } }
+      - { name: item-sku, in: path, required: true, schema: { type: string, pattern: "^[A-Z]{3}$" } }
     get:
       operationId: getItem
       parameters:

@@ -20,13 +20,16 @@ checks run in a fixed order and read only headers, never pixels:
 
 Trailing data is refused (``corrupt``): the data must end exactly where the image does (after
 PNG's IEND chunk, JPEG's end-of-image marker, GIF's trailer, WebP's RIFF size, BMP's file size),
-so no polyglot file (an image with a ZIP or HTML appended) passes as an image. A JPEG whose
-primary image is followed by further JPEG images (MPO, "Ultra HDR" gain maps) ends with an
-end-of-image marker and is accepted; its frame count is 1, the primary image.
+so no polyglot file (an image with a ZIP or HTML appended) passes as an image. TIFF has no end
+to check. A JPEG whose primary image is followed by further JPEG images (MPO, "Ultra HDR" gain
+maps) ends with an end-of-image marker and is accepted; its frame count is 1, the primary image.
+
+A file of very many tiny parts (chunks, segments, blocks, directory entries) is refused as
+``corrupt`` past a cap no real file reaches, so that no file costs more than a few milliseconds.
 
 Not checked: entropy-coded image data (PNG IDAT contents, JPEG scans, GIF LZW, VP8 bitstreams)
 -- validating it means decoding it. The CRCs of PNG image data chunks are not verified either
-(about 250 us per MB).
+(about 250 us per MB, and a crafted file has valid ones).
 """
 
 from __future__ import annotations
@@ -158,7 +161,7 @@ def _check_declared(fmt: str, declared_type: str | None) -> None:
     raise ImageRejected(
         415,
         "type_mismatch",
-        f"declared content type {media_type!r} but the data is a {_name(fmt)} image",
+        f"declared content type {media_type[:100]!r} but the data is a {_name(fmt)} image",
     )
 
 
@@ -642,7 +645,7 @@ _TIFF_TYPE_SIZES: Mapping[int, int] = MappingProxyType(
 )
 _TIFF_INTEGERS: Mapping[int, str] = MappingProxyType({3: "H", 4: "I"})  # SHORT, LONG
 # Tags read here.
-_WIDTH, _HEIGHT, _SAMPLES, _ROWS_PER_STRIP, _PLANAR = 256, 257, 277, 278, 284
+_WIDTH, _HEIGHT, _ORIENTATION, _SAMPLES, _ROWS_PER_STRIP, _PLANAR = 256, 257, 274, 277, 278, 284
 _STRIP_OFFSETS, _STRIP_COUNTS = 273, 279
 _TILE_WIDTH, _TILE_HEIGHT, _TILE_OFFSETS, _TILE_COUNTS = 322, 323, 324, 325
 
@@ -700,7 +703,7 @@ class _TiffDirectory:
         return cls(data, order, entries), next_offset
 
     def page_size(self) -> tuple[int, int]:
-        """Width and height; the strips or tiles must all be there, within the data."""
+        """Width and height as decoded; the strips or tiles must all be there, within the data."""
         width, height = self.first(_WIDTH), self.first(_HEIGHT)
         if not (width and height):
             raise _corrupt("tiff", f"a page of {width} x {height} pixels")
@@ -723,6 +726,9 @@ class _TiffDirectory:
                 "tiff", f"{len(offsets)} offsets and {len(counts)} byte counts, {needed} needed"
             )
         _need("tiff", self.data, max(map(sum, zip(offsets, counts, strict=True))), "image data")
+        # Pillow applies an Orientation that transposes (5 to 8) when it opens the page.
+        if self.first(_ORIENTATION, default=1) in (5, 6, 7, 8):
+            return height, width
         return width, height
 
     def ints(self, tag: int) -> tuple[int, ...]:

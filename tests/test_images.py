@@ -337,6 +337,20 @@ def test_tiff_structure_rules() -> None:
     assert _rejected(_tiff((5, 7), bits=3)) == "corrupt"  # a pixel format the decoder refuses
 
 
+def test_files_of_many_tiny_parts_are_refused() -> None:
+    png = _png(1, 1, before_idat=_chunk(b"teXt", b"") * 300)
+    jpeg = SAMPLES["jpeg"][0]
+    gif = SAMPLES["gif"][0]
+    comment = b"\x21\xfe" + b"\x01x" * 8000 + b"\0"  # a comment in 1-byte sub-blocks
+    for data, parts in [
+        (png, "more than 256 chunks before the image data"),
+        (jpeg[:2] + b"\xff\xfe\x00\x02" * 300 + jpeg[2:], "more than 256 segments"),
+        (gif[:-1] + comment + gif[-1:], "more blocks and sub-blocks than one per 128 bytes"),
+    ]:
+        assert _rejected(data) == "corrupt"
+        assert parts in _message(data)
+
+
 # --- too large, too many frames
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 from pathlib import Path
 
 import pytest
@@ -205,3 +207,104 @@ def test_client_sent_internal_headers_are_removed(policy: Path) -> None:
     # Overwritten rather than removed: ours replaces the forged one.
     assert decision.headers["x-authz-decision-id"] != "forged"
     assert "x-authz-decision-id" not in decision.headers_to_remove
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": 1, "a": 2}', b'[{"x": {"b": 1, "c": 2, "b": 3}}]', b'{"a": 1, "\\u0061": 2}'],
+)
+def test_duplicate_keys_are_refused(policy: Path, body: bytes) -> None:
+    decision = run(policy, "POST", "/v1/chat/completions", headers=JSON, body=body)
+    assert (decision.status, decision.reason) == (400, "protocol.duplicate_json_key")
+
+
+def test_duplicate_keys_last_wins_by_policy(tmp_path: Path) -> None:
+    text = POLICY.replace("max_elements: 20 }", "max_elements: 20, duplicate_keys: last_wins }")
+    policy = write_policy(tmp_path, text)
+    body = b'{"a": 1, "a": 2}'
+    assert run(policy, "POST", "/v1/chat/completions", headers=JSON, body=body).allowed
+
+
+@pytest.mark.parametrize(
+    ("body", "allowed"),
+    [
+        (b'{"n": 9007199254740992}', True),
+        (b'{"n": -9007199254740992.0}', True),
+        (b'{"n": 9007199254740993}', False),
+        (b'{"n": 123456789012345678901234567890}', False),
+        (b'{"n": [1e300]}', False),
+        (b'{"n": 1e400}', False),
+        (b"-1e309", False),
+    ],
+)
+def test_huge_numbers_are_bounded(policy: Path, body: bytes, allowed: bool) -> None:
+    decision = run(policy, "POST", "/v1/chat/completions", headers=JSON, body=body)
+    assert decision.allowed is allowed
+    if not allowed:
+        assert (decision.status, decision.reason) == (400, "protocol.json_number_too_large")
+
+
+COMPRESSED = """
+    version: 1
+    routes:
+      - name: chat
+        match: { path: { exact: /v1/chat/completions }, methods: [POST] }
+        protocol:
+          content_types: [application/json]
+          decompress: { encodings: [gzip, deflate], max_decoded_bytes: 10000, max_ratio: 30 }
+      - name: plain
+        match: { path: { exact: /plain }, methods: [POST] }
+        protocol: { content_types: [application/json] }
+"""
+
+
+def encoded(coding: str, body: bytes) -> dict[str, object]:
+    packed = gzip.compress(body) if coding == "gzip" else zlib.compress(body)
+    return {"headers": {**JSON, "content-encoding": coding}, "body": packed}
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_compressed_bodies_are_decoded_then_checked(tmp_path: Path, coding: str) -> None:
+    policy = write_policy(tmp_path, COMPRESSED)
+    ok = run(policy, "POST", "/v1/chat/completions", **encoded(coding, b'{"model": "m"}'))
+    assert ok.allowed, ok.message
+    bad = run(policy, "POST", "/v1/chat/completions", **encoded(coding, b'{"model": '))
+    assert bad.reason == "protocol.invalid_json"
+
+
+def test_decompression_limits(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, COMPRESSED)
+    bomb = run(policy, "POST", "/v1/chat/completions", **encoded("gzip", b" " * 9000 + b"{}"))
+    assert (bomb.status, bomb.reason) == (413, "protocol.decoded_body_too_large")
+    assert "30 times" in bomb.message  # 9 KB of spaces packs far better than 30:1
+    varied = bytes(range(256)) * 50  # barely compressible, but over 10,000 bytes decoded
+    large = run(policy, "POST", "/v1/chat/completions", **encoded("gzip", varied))
+    assert (large.status, large.reason) == (413, "protocol.decoded_body_too_large")
+    assert "10000 bytes" in large.message
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "reason"),
+    [
+        ({"content-encoding": "br"}, b"x", 415, "protocol.unsupported_content_encoding"),
+        ({"content-encoding": "gzip, gzip"}, b"x", 415, "protocol.unsupported_content_encoding"),
+        ({"content-encoding": "gzip"}, b"not gzip", 400, "protocol.invalid_content_encoding"),
+        ({"content-encoding": "gzip"}, gzip.compress(b"{}")[:-4], 400,
+         "protocol.invalid_content_encoding"),
+        ({"content-encoding": "gzip"}, gzip.compress(b"{}") * 2, 400,
+         "protocol.invalid_content_encoding"),
+    ],
+)  # fmt: skip
+def test_bad_encodings(
+    tmp_path: Path, headers: dict[str, str], body: bytes, status: int, reason: str
+) -> None:
+    policy = write_policy(tmp_path, COMPRESSED)
+    decision = run(policy, "POST", "/v1/chat/completions", headers={**JSON, **headers}, body=body)
+    assert (decision.status, decision.reason) == (status, reason)
+
+
+def test_a_route_without_decompress_refuses_encoded_bodies(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, COMPRESSED)
+    decision = run(policy, "POST", "/plain", **encoded("gzip", b"{}"))
+    assert (decision.status, decision.reason) == (415, "protocol.unsupported_content_encoding")
+    assert decision.headers["accept-encoding"] == "identity"

@@ -41,11 +41,9 @@ def _encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
     return out.getvalue()
 
 
-def _noise(width: int, height: int, seed: int = 1) -> Image.Image:
+def _noise(width: int, height: int) -> Image.Image:
     """Random pixels: no encoder can shrink them, so the files have real image data."""
-    return Image.frombytes(
-        "RGB", (width, height), random.Random(seed).randbytes(width * height * 3)
-    )
+    return Image.frombytes("RGB", (width, height), random.Random(1).randbytes(width * height * 3))
 
 
 def _frames(count: int) -> list[Image.Image]:
@@ -100,18 +98,25 @@ def _tiff(
         out += struct.pack(order + "H", len(entries))
         for tag, kind, value in entries:
             out += struct.pack(order + "HHI", tag, kind, 1)
-            short = kind == 3  # a SHORT value fills the field's first two bytes
-            out += (
-                struct.pack(order + "H", value) + b"\0\0"
-                if short
-                else struct.pack(order + "I", value)
-            )
+            if kind == 3:  # a SHORT value fills the field's first two bytes
+                out += struct.pack(order + "HH", value, 0)
+            else:
+                out += struct.pack(order + "I", value)
         out += b"\0\0\0\0"  # the next directory's offset, linked below
     struct.pack_into(order + "I", out, 4, directories[0])
     links = [*directories[1:], directories[0] if loop else 0]
     for directory, following in zip(directories, links, strict=True):
         struct.pack_into(order + "I", out, directory + 2 + 12 * 9, following)
     return bytes(out)
+
+
+def _bmp_rle(width: int, height: int) -> bytes:
+    """An 8-bit run-length-encoded BMP declaring any size: its pixels are one end-of-bitmap."""
+    palette, pixels = bytes(4 * 256), b"\x00\x01"
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 0, 0, 0, 0)
+    header = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
+    return header + info + palette + pixels
 
 
 def _samples() -> dict[str, tuple[bytes, ImageInfo]]:
@@ -141,6 +146,7 @@ def _samples() -> dict[str, tuple[bytes, ImageInfo]]:
     }
     for fmt in ("png", "webp", "gif", "tiff"):
         samples[f"{fmt}-animated"] = (_animated(fmt, 3), ImageInfo(fmt, 40, 30, 3))
+    samples["bmp-rle"] = (_bmp_rle(5, 7), ImageInfo("bmp", 5, 7, 1))
     samples["tiff-crafted"] = (_tiff((5, 7), (3, 2)), ImageInfo("tiff", 5, 7, 2))
     samples["tiff-big-endian"] = (_tiff((5, 7), big_endian=True), ImageInfo("tiff", 5, 7, 1))
     rotated = Image.Exif()
@@ -385,7 +391,8 @@ def test_bombs_in_every_format_are_too_large() -> None:
     vp8l = webp.index(b"VP8L") + 9
     bits = struct.unpack_from("<I", webp, vp8l)[0]
     struct.pack_into("<I", webp, vp8l, bits | 0x0FFFFFFF)  # 16384 x 16384
-    for bomb in (bytes(jpeg), bytes(gif), bytes(webp), _tiff((50_000, 50_000))):
+    huge = 50_000
+    for bomb in (bytes(jpeg), bytes(gif), bytes(webp), _bmp_rle(huge, huge), _tiff((huge, huge))):
         assert _rejected(bomb) == "too_large"
 
 

@@ -12,11 +12,19 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
+import pybase64
+
 from authz_service.decision import Denial
 from authz_service.layers.base import NO_JSON_BODY, Context, LayerName
 from authz_service.layers.syntax.body_errors import MalformedBody
 from authz_service.layers.syntax.form import parse_form
-from authz_service.layers.syntax.images import ImageInfo, ImageRejected, inspect_image, sniff_format
+from authz_service.layers.syntax.images import (
+    ImageInfo,
+    ImageRejected,
+    declared_format,
+    inspect_image,
+    sniff_format,
+)
 from authz_service.layers.syntax.llm import check_llm_body
 from authz_service.layers.syntax.multipart import Part, parse_multipart
 from authz_service.layers.syntax.operations import coerce_fields
@@ -182,7 +190,7 @@ def _check_part_types(
             )
         if declared.startswith("image/"):
             sniffed = sniff_format(part.data)
-            if sniffed is None or not _same_image_type(declared, sniffed):
+            if sniffed is None or declared_format(declared) != sniffed:
                 return Denial(
                     415,
                     "syntax.part_type_mismatch",
@@ -196,12 +204,6 @@ def _check_part_types(
 def _in_ranges(media_type: str, ranges: tuple[str, ...]) -> bool:
     major = media_type.split("/", 1)[0]
     return any(r in (media_type, f"{major}/*", "*/*") for r in ranges)
-
-
-def _same_image_type(declared: str, sniffed: str) -> bool:
-    subtype = declared.removeprefix("image/")
-    aliases = {"jpg": "jpeg", "pjpeg": "jpeg", "x-ms-bmp": "bmp", "tif": "tiff", "x-png": "png"}
-    return aliases.get(subtype, subtype) == sniffed
 
 
 def _check_image(
@@ -260,9 +262,19 @@ def _decode_base64(
             return _bad_base64(where, "a data URL must be data:<type>;base64,<data>")
         declared = media.lower() or None
     try:
-        return binascii.a2b_base64(value, strict_mode=True), declared
+        # pybase64 (SIMD): ~90 µs per MB where binascii takes ~3 ms; binascii only
+        # words the error, which pybase64 does not.
+        return pybase64.b64decode(value, validate=True), declared
+    except (binascii.Error, ValueError):
+        return _bad_base64(where, _base64_problem(value))
+
+
+def _base64_problem(value: str) -> str:
+    try:
+        binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
-        return _bad_base64(where, str(exc).rstrip("."))
+        return str(exc).rstrip(".")
+    return "padding or length is wrong"
 
 
 def _bad_base64(where: str, why: str) -> Denial:

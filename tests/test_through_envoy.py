@@ -43,14 +43,22 @@ def upstream_count(stack: Stack, path: str) -> int:
     return count
 
 
-def recorded_requests(stack: Stack, at_least: int) -> list[str]:
-    """The CheckRequests the service recorded (written off the event loop, so wait)."""
+def recorded_lines(stack: Stack) -> list[str]:
     recording = stack.run_dir / "requests.jsonl"
+    return recording.read_text().splitlines() if recording.exists() else []
+
+
+def recorded_request(stack: Stack, marker: str) -> str:
+    """The recorded CheckRequest whose ``x-test-marker`` header is ``marker`` (the recorder
+    writes off the event loop, so wait for it). Header values are recorded as raw bytes,
+    which protobuf JSON writes in base64."""
+    encoded = base64.b64encode(marker.encode()).decode()
     deadline = time.monotonic() + 5
     while True:
-        lines = recording.read_text().splitlines() if recording.exists() else []
-        if len(lines) >= at_least or time.monotonic() > deadline:
-            return lines
+        found = [line for line in recorded_lines(stack) if encoded in line]
+        if found or time.monotonic() > deadline:
+            assert len(found) == 1, f"{len(found)} recorded requests carry {marker}"
+            return found[0]
         time.sleep(0.02)
 
 
@@ -187,7 +195,7 @@ def test_binary_body_arrives_byte_for_byte(demo_stack: Stack) -> None:
     assert reply.json()["body_sha256"] == hashlib.sha256(png).hexdigest()
     wanted = base64.b64encode(png).decode()
     deadline = time.monotonic() + 5
-    while not any(wanted in line for line in recorded_requests(demo_stack, 1)):
+    while not any(wanted in line for line in recorded_lines(demo_stack)):
         assert time.monotonic() < deadline, "the service never got the PNG intact"
         time.sleep(0.02)  # what the service got, not only the upstream
 
@@ -210,15 +218,16 @@ def test_check_gives_the_same_decision_as_envoy(demo_stack: Stack, demo_token: s
         ("DELETE", "/v1/chat/completions", None, {}, 405),
         ("GET", "/nowhere", None, {}, 404),
     ]
-    for method, path, body, headers, status in requests:
-        offset = len(recorded_requests(demo_stack, 0))
-        reply = edge(demo_stack, method, path, body, headers)
+    for number, (method, path, body, headers, status) in enumerate(requests):
+        # A marker finds this request among those recorded (earlier tests' may still be
+        # on their way to the file).
+        marker = f"check-parity-{number}-{time.monotonic_ns()}"
+        reply = edge(demo_stack, method, path, body, {**headers, "x-test-marker": marker})
         assert reply.status == status
-        recorded = recorded_requests(demo_stack, offset + 1)[offset:]
-        assert len(recorded) == 1
+        recorded = recorded_request(demo_stack, marker)
         offline = subprocess.run(
             [sys.executable, "-m", "authz_service", "check", "--config", str(demo_stack.policy)],
-            input=recorded[0],
+            input=recorded,
             capture_output=True,
             text=True,
             check=True,

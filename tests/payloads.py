@@ -7,11 +7,11 @@ import base64
 import gzip
 import io
 import json
-import struct
-import zlib
 from dataclasses import dataclass, field
 
 from PIL import Image
+
+from authz_service.devstack.run import png_declaring
 
 JSON = "application/json"
 
@@ -23,23 +23,6 @@ def image_bytes(kind: str, size: tuple[int, int] = (64, 48), frames: int = 1) ->
     extra = {"save_all": True, "append_images": images[1:]} if frames > 1 else {}
     images[0].save(out, format=kind, **extra)
     return out.getvalue()
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A structurally whole PNG whose header declares ``width`` x ``height`` pixels: a
-    decompression bomb once a classifier allocates the bitmap."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\x00" * 1024)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", pixels)
-        + png_chunk(b"IEND", b"")
-    )
 
 
 def b64(data: bytes) -> str:

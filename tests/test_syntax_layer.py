@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from authz_service.decision import Decision
+from authz_service.devstack.run import png_declaring
 from authz_service.layers.identity.api_keys import hash_key
 from authz_service.policy import PolicyError, load_policy
 from tests.helpers import check_request, decide, write_policy
-from tests.payloads import JPEG, PNG, b64, image_bytes, multipart, png_declaring
+from tests.payloads import JPEG, PNG, b64, image_bytes, multipart
 
 FREE_KEY, PRO_KEY, TRIAL_KEY = "k-free-0123456789", "k-pro-0123456789", "k-trial-0123456789"
 
@@ -142,7 +143,10 @@ servers: [{ url: "https://shop.example.com/shop" }]
 paths:
   /items/{item-sku}:
     parameters:
-      - { name: item-sku, in: path, required: true, schema: { type: string, pattern: "^[A-Z]{3}$" } }
+      - name: item-sku
+        in: path
+        required: true
+        schema: { type: string, pattern: "^[A-Z]{3}$" }
     get:
       operationId: getItem
       parameters:

@@ -13,18 +13,31 @@ from pathlib import Path
 from authz_service.devstack.stack import DEMO_POLICY, DEMO_PORTS, REPO, Ports, Stack
 
 
-def tiny_png() -> bytes:
-    """A valid 1x1 PNG, to show an image the classifier accepts."""
+def png_declaring(width: int, height: int, scanlines: bytes = b"\x00" * 1024) -> bytes:
+    """A structurally whole RGB PNG whose header says ``width`` x ``height``. With few
+    scanlines for many pixels it is a decompression bomb for whoever decodes it."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
 
-    header = (1).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
-    pixels = zlib.compress(b"\x00\xff\x80\x00")
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    pixels = zlib.compress(scanlines)
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
     )
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 PNG, to show an image the classifier accepts."""
+    return png_declaring(1, 1, b"\x00\xff\x80\x00")
+
+
+def write_demo_images(directory: Path) -> None:
+    """The images the printed commands send: a truncated PNG and a pixel bomb."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "truncated.png").write_bytes(tiny_png()[:40])
+    (directory / "bomb.png").write_bytes(png_declaring(50_000, 50_000))
 
 
 DEMO_API_KEY = "ak_demo_classifier_0123456789abcdef"
@@ -38,6 +51,9 @@ def commands(ports: Ports) -> str:
     image = base64.b64encode(tiny_png()).decode()
     json = "-H 'content-type: application/json'"
     mint = "$(.venv/bin/authz-service dev-token --subject alice --tier pro)"
+    free = '-H "authorization: Bearer $(.venv/bin/authz-service dev-token --tier free)"'
+    key = f"-H 'x-api-key: {DEMO_API_KEY}'"
+    png = "-H 'content-type: image/png' --data-binary"
     expired = "$(.venv/bin/authz-service dev-token --expired)"
     auth = f'-H "authorization: Bearer {mint}"'
     return f"""
@@ -64,6 +80,16 @@ Ready. Paste these (each denial is JSON with a decision id; watch the decision l
   curl -i {edge}/v1/classify {json} -d '{{"image": "iVBOR'
   curl -s http://127.0.0.1:{ports.hosted}/__stats    # /v1/classify counted once, not twice
 
+  # denied 422, 413, 422: a truncated PNG, a 50,000 x 50,000 pixel bomb (refused from its
+  # header, never decoded), a body that breaks the classifier's OpenAPI schema
+  curl -i {edge}/v1/classify {key} {png} @.run/demo/truncated.png
+  curl -i {edge}/v1/classify {key} {png} @.run/demo/bomb.png
+  curl -i {edge}/v1/classify {key} {json} -d '{{"image": 42, "top_k": 3}}'
+
+  # denied 422: a free-tier user asks for more output tokens than the tier allows
+  curl -i {edge}/v1/chat/completions {json} {free} \
+    -d '{{"model":"gpt-4o-mini","max_tokens":4000,"messages":[{{"role":"user","content":"Hi"}}]}}'
+
   # denied 405 (wrong method), 415 (wrong content type), 404 (no route), 403 (needs role admin)
   curl -i {edge}/v1/chat/completions
   curl -i {edge}/v1/chat/completions -H 'content-type: text/plain' -d 'hi'
@@ -86,6 +112,7 @@ def main() -> int:
     stopped = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    write_demo_images(run_dir / "demo")
     with Stack(Path(run_dir), DEMO_PORTS, logs_to_files=False):
         print(commands(DEMO_PORTS), flush=True)
         stopped.wait()

@@ -555,3 +555,9 @@ def test_schema_and_openapi_problems_are_reported_at_load(tmp_path: Path) -> Non
     ):
         assert expected in text, (expected, text)
     assert all(problem.line for problem in raised.value.problems)
+
+
+def test_multipart_text_fields_must_be_utf8(policy: Path) -> None:
+    mime, body = multipart([("photo", "p.png", "image/png", PNG), ("count", None, None, b"\xff")])
+    decision = run(policy, "PUT", "/shop/items/ABC", body, mime)
+    assert (decision.status, decision.reason) == (400, "syntax.multipart_invalid_utf8")

@@ -125,22 +125,26 @@ def _single_values(fields: Mapping[str, list[str]]) -> dict[str, Any]:
 
 
 def _parts_document(parts: tuple[Part, ...]) -> dict[str, Any]:
-    """Multipart fields as a JSON-like document: text fields as strings, files as their
-    file name (a schema can require them; their bytes are the image check's business)."""
-    document: dict[str, Any] = {}
+    """Multipart fields as a JSON-like document, like a form: text fields as strings, files
+    as their file name (a schema can require them; their bytes are the image check's
+    business), a repeated field (where allowed) as an array."""
+    fields: dict[str, list[str]] = {}
     for part in parts:
-        if part.filename is not None or not _is_text_part(part):
-            document[part.name] = part.filename or ""
-            continue
-        try:
-            document[part.name] = part.data.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            raise MalformedBody(
-                400,
-                "multipart_invalid_utf8",
-                f"multipart field {part.name[:64]!r} is not valid UTF-8 at byte {bad.start}",
-            ) from None
-    return document
+        fields.setdefault(part.name, []).append(_part_value(part))
+    return _single_values(fields)
+
+
+def _part_value(part: Part) -> str:
+    if part.filename is not None or not _is_text_part(part):
+        return part.filename or ""
+    try:
+        return part.data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        raise MalformedBody(
+            400,
+            "multipart_invalid_utf8",
+            f"multipart field {part.name[:64]!r} is not valid UTF-8 at byte {bad.start}",
+        ) from None
 
 
 def _is_text_part(part: Part) -> bool:

@@ -50,6 +50,8 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from urllib.request import url2pathname
 
 from authz_service.layers.syntax.schema_files import (
+    OPENAPI_NAME_MAPS,
+    SCHEMA_NAME_MAPS,
     Collection,
     escape_token,
     file_uri,
@@ -109,25 +111,6 @@ _SCHEMA_KEYWORDS = frozenset(
     }
 )
 """Keywords that make a mapping a schema object (``required`` does not: parameters have it)."""
-_SCHEMA_MAPS = ("schemas", "$defs", "definitions")
-_OBJECT_MAPS = frozenset(
-    {
-        "callbacks",
-        "content",
-        "encoding",
-        "headers",
-        "links",
-        "parameters",
-        "pathItems",
-        "paths",
-        "requestBodies",
-        "responses",
-        "securitySchemes",
-        "variables",
-        "webhooks",
-    }
-)
-"""OpenAPI maps from names to objects: a parameter named ``format`` is not a keyword."""
 _DROPPED_30 = ("discriminator", "xml", "externalDocs", "example")
 _FORM_MEDIA = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -682,10 +665,10 @@ def _convert_30(node: Any) -> None:
         for key, value in node.items():
             if key == "schema":
                 _convert_30_schema(value)
-            elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            elif key in SCHEMA_NAME_MAPS and isinstance(value, dict):
                 for schema in value.values():
                     _convert_30_schema(schema)
-            elif key in _OBJECT_MAPS and isinstance(value, dict):
+            elif key in OPENAPI_NAME_MAPS and isinstance(value, dict):
                 for member in value.values():
                     _convert_30(member)
             elif key not in ("example", "examples") and not key.startswith("x-"):

@@ -41,14 +41,8 @@ import yaml
 
 _DATA_KEYWORDS = frozenset({"const", "default", "enum", "example", "examples"})
 """Keys whose values are instance data, where a ``$ref`` key is not a reference."""
-_NAME_MAPS = frozenset(
+OPENAPI_NAME_MAPS = frozenset(
     {
-        "$defs",
-        "definitions",
-        "dependentSchemas",
-        "patternProperties",
-        "properties",
-        # OpenAPI maps whose keys are names or codes ("default" is a response code):
         "callbacks",
         "content",
         "encoding",
@@ -59,11 +53,20 @@ _NAME_MAPS = frozenset(
         "paths",
         "requestBodies",
         "responses",
-        "schemas",
         "securitySchemes",
+        "variables",
         "webhooks",
     }
 )
+"""OpenAPI maps whose keys are names or codes ("default" is a response code)."""
+SCHEMA_NAME_MAPS = ("schemas", "$defs", "definitions")
+"""Maps from names to schemas."""
+_NAME_MAPS = OPENAPI_NAME_MAPS | {
+    *SCHEMA_NAME_MAPS,
+    "dependentSchemas",
+    "patternProperties",
+    "properties",
+}
 """Keys whose values map names to objects: a name such as ``default`` is not a keyword."""
 _POINTER_SAFE = "/?:@!$&'()*+,;="
 """Characters a URI fragment may hold as they are (RFC 3986), besides letters, digits, -._~."""

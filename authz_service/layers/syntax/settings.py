@@ -201,6 +201,10 @@ ROUTE_SCHEMA: dict[str, Any] = {
 
 # ---- compiling the section (once per load; problems are reported, not raised) ------------
 
+_UNUSABLE_SCHEMA = (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError)
+"""What jsonschema-rs raises for a schema that does not compile or a ``$ref`` that does not
+resolve (``TemplateError``, a bad OpenAPI path template, is a ``ValueError`` too)."""
+
 
 @dataclass
 class SyntaxCatalog:
@@ -263,7 +267,7 @@ def _compile_named_schema(
     if "inline" in entry:
         try:
             return CompiledSchema(name, entry["inline"], base_uri=file_uri(policy_dir / "policy"))
-        except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+        except _UNUSABLE_SCHEMA as exc:
             problems.append(((*path, "inline"), f"not a usable JSON Schema: {_first_line(exc)}"))
             return None
     file = entry.get("file")
@@ -277,7 +281,7 @@ def _compile_named_schema(
     except SchemaFileError as exc:
         where = f"{exc.file}:{exc.line}" if exc.line else str(exc.file)
         problems.append(((*path, "file"), f"{where}: {exc.message}"))
-    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+    except _UNUSABLE_SCHEMA as exc:
         problems.append(((*path, "file"), f"{file}: not a usable JSON Schema: {_first_line(exc)}"))
     return None
 
@@ -300,11 +304,8 @@ def _compile_api(
     except OpenApiError as exc:
         for location, message in exc.problems:
             problems.append(((*path, "file"), f"{file}: {location}: {message}"))
-    except SchemaFileError as exc:
-        where = f"{exc.file}:{exc.line}" if exc.line else str(exc.file)
-        problems.append(((*path, "file"), f"{where}: {exc.message}"))
-    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
-        problems.append(((*path, "file"), f"{file}: a schema does not compile: {_first_line(exc)}"))
+    except _UNUSABLE_SCHEMA as exc:  # a schema in the document, or a path template
+        problems.append(((*path, "file"), f"{file}: {_first_line(exc)}"))
     return None
 
 

@@ -402,6 +402,8 @@ def test_openapi_operation_parameters(policy: Path) -> None:
         ("/shop/items/ABC", {}, 400, "syntax.missing_parameter"),
         ("/shop/items/ABC", {"x-shop": "c"}, 422, "syntax.parameter_violation"),
         ("/shop/nothing", {"x-shop": "a"}, 404, "syntax.operation_not_found"),
+        ("/shop/items/%FF", {"x-shop": "a"}, 400, "syntax.invalid_parameter"),
+        ("/shop/items/%41BC", {"x-shop": "a"}, 200, "allowed"),
     ]
     for path, headers, status, reason in cases:
         decision = run(policy, "GET", path, **headers)

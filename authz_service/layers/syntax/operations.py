@@ -103,8 +103,13 @@ class OperationMatch:
                         f"(known: {known})",
                     )
         for parameter, schema in operation.parameters:
-            raw = self._raw_values(parameter, query_values, headers)
             where = f"{parameter.location} parameter {parameter.name!r}"
+            try:
+                raw = self._raw_values(parameter, query_values, headers)
+            except UnicodeDecodeError:
+                return Denial(
+                    400, "syntax.invalid_parameter", f"{where} is not UTF-8 once percent-decoded"
+                )
             if raw is None:
                 if parameter.required:
                     return Denial(400, "syntax.missing_parameter", f"{where} is required")

@@ -1,9 +1,9 @@
 """JSON Schema validators, compiled once per policy load, and the violations they report.
 
-jsonschema-rs: 0.3 µs for a chat body against 28 µs with ``jsonschema`` and 1.5 µs with
-``fastjsonschema`` (DESIGN.md), drafts 4 to 2020-12 (fastjsonschema stops at draft-07),
-and one of the most compliant implementations on the official JSON-Schema-Test-Suite
-(Bowtie's report). Its ``mask`` option keeps request values out of error messages.
+jsonschema-rs: 0.36 µs for a chat body against 56 µs with ``jsonschema`` and 2.6 µs with
+``fastjsonschema``, and every required test of the official JSON-Schema-Test-Suite for
+draft-07 and 2020-12 passed, formats included (``benchmarks/json_schema_suite.py``
+measures all three). Its ``mask`` option keeps request values out of error messages.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from authz_service.layers.syntax.images import (
 )
 from authz_service.layers.syntax.llm import check_llm_body
 from authz_service.layers.syntax.multipart import Part, parse_multipart
-from authz_service.layers.syntax.operations import coerce_fields
+from authz_service.layers.syntax.operations import CompiledApi, coerce_fields
 from authz_service.layers.syntax.settings import ImageCheck, MultipartSettings, SyntaxRoute
 from authz_service.layers.syntax.validation import (
     CompiledSchema,
@@ -48,7 +48,7 @@ class SyntaxLayer:
     async def check(self, ctx: Context) -> Denial | None:
         assert ctx.route is not None  # the protocol layer denied unrouted requests
         settings = ctx.route.syntax
-        if not settings.active or not ctx.view.method:
+        if not settings.active:
             return None
         if ctx.view.body_truncated:
             return Denial(
@@ -67,45 +67,67 @@ class SyntaxLayer:
 
 def _check(ctx: Context, settings: SyntaxRoute) -> Denial | None:
     media_type = ctx.view.content_type if ctx.body else ""
-    parts: tuple[Part, ...] = ()
-    document: Any = ctx.json_body
+    decoded = _decode(ctx, settings, media_type)
+    if isinstance(decoded, Denial):
+        return decoded
+    document, parts = decoded
+    if settings.openapi is not None:
+        denial = _check_operation(ctx, settings, settings.openapi, media_type, document)
+        if denial is not None:
+            return denial
+    if document is not NO_JSON_BODY:
+        denial = _check_document(ctx, settings, document)
+        if denial is not None:
+            return denial
+    if settings.image is not None:
+        return _check_image(ctx, settings.image, media_type, document, parts)
+    return None
+
+
+def _decode(
+    ctx: Context, settings: SyntaxRoute, media_type: str
+) -> tuple[Any, tuple[Part, ...]] | Denial:
+    """The body as a document for schemas (JSON as the protocol layer parsed it, form and
+    multipart fields as objects; ``NO_JSON_BODY`` for anything else) and its parts."""
     if media_type == FORM:
-        document = _single_values(parse_form(ctx.body, settings.form))
-    elif media_type == MULTIPART:
+        return _single_values(parse_form(ctx.body, settings.form)), ()
+    if media_type == MULTIPART:
         content_type = ctx.view.headers["content-type"]
         parts = parse_multipart(ctx.body, content_type, settings.multipart.limits)
         denial = _check_parts(parts, settings.multipart)
+        return denial if denial is not None else (_parts_document(parts), parts)
+    return ctx.json_body, ()
+
+
+def _check_operation(
+    ctx: Context, settings: SyntaxRoute, api: CompiledApi, media_type: str, document: Any
+) -> Denial | None:
+    """The OpenAPI operation of the request, its parameters, its media type and body."""
+    match = api.match(ctx.view.method, ctx.view.path)
+    if isinstance(match, Denial):
+        return match
+    denial = match.check_parameters(ctx.view.query, ctx.view.headers, settings.max_violations)
+    if denial is not None:
+        return denial
+    rule = match.operation.body_rule(media_type, has_body=bool(ctx.body))
+    if isinstance(rule, Denial):
+        return rule
+    if rule.schema is None or document is NO_JSON_BODY:
+        return None
+    if media_type in (FORM, MULTIPART):
+        document = coerce_fields(document, rule.property_types)
+    return _validate(rule.schema, document, settings.max_violations)
+
+
+def _check_document(ctx: Context, settings: SyntaxRoute, document: Any) -> Denial | None:
+    """The route's own schemas, then the LLM API's per-tier limits."""
+    for schema in (settings.schema, settings.extra_schema):
+        denial = _validate(schema, document, settings.max_violations)
         if denial is not None:
             return denial
-        document = _parts_document(parts)
-    if settings.openapi is not None:
-        match = settings.openapi.match(ctx.view.method, ctx.view.path)
-        if isinstance(match, Denial):
-            return match
-        denial = match.check_parameters(ctx.view.query, ctx.view.headers, settings.max_violations)
-        if denial is not None:
-            return denial
-        rule = match.operation.body_rule(media_type, has_body=bool(ctx.body))
-        if isinstance(rule, Denial):
-            return rule
-        if rule.schema is not None and document is not NO_JSON_BODY:
-            if media_type in (FORM, MULTIPART):
-                document = coerce_fields(document, rule.property_types)
-            denial = _validate(rule.schema, document, settings.max_violations)
-            if denial is not None:
-                return denial
-    if document is not NO_JSON_BODY:
-        for schema in (settings.schema, settings.extra_schema):
-            denial = _validate(schema, document, settings.max_violations)
-            if denial is not None:
-                return denial
-        if settings.llm is not None and isinstance(document, dict):
-            tier = ctx.principal.tier if ctx.principal is not None else None
-            denial = check_llm_body(settings.llm, document, tier)
-            if denial is not None:
-                return denial
-    if settings.image is not None:
-        return _check_image(ctx, settings.image, media_type, document, parts)
+    if settings.llm is not None and isinstance(document, dict):
+        tier = ctx.principal.tier if ctx.principal is not None else None
+        return check_llm_body(settings.llm, document, tier)
     return None
 
 

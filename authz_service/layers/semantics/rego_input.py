@@ -1,0 +1,58 @@
+"""The ``input`` document Rego policies see, shaped like OPA-Envoy's so that existing
+policies read the same paths (``input.attributes.request.http.method``,
+``input.parsed_path``, ``input.parsed_body``…), plus what earlier layers learned."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from authz_service.layers.base import NO_JSON_BODY, Context
+
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+"""Never handed to policies: the identity layer has verified them; use ``input.principal``."""
+
+
+def rego_input(ctx: Context) -> dict[str, Any]:
+    view = ctx.view
+    principal = ctx.principal
+    path = view.path + (f"?{view.query}" if view.query else "")
+    return {
+        "attributes": {
+            "request": {
+                "http": {
+                    "method": view.method,
+                    "path": path,
+                    "host": view.host,
+                    "scheme": view.scheme,
+                    "protocol": view.protocol,
+                    "id": view.request_id,
+                    "headers": {
+                        name: value
+                        for name, value in view.headers.items()
+                        if name not in CREDENTIAL_HEADERS
+                    },
+                    "size": view.full_body_size,
+                }
+            },
+            "source": {"address": view.source.address, "principal": view.source.principal},
+            "context_extensions": dict(view.context_extensions),
+        },
+        "parsed_path": [segment for segment in view.path.split("/") if segment],
+        "parsed_query": parse_qs(view.query, keep_blank_values=True),
+        "parsed_body": None if ctx.json_body is NO_JSON_BODY else ctx.json_body,
+        "path_params": dict(ctx.path_params),
+        "route": ctx.route.name if ctx.route is not None else None,
+        "principal": None
+        if principal is None
+        else {
+            "subject": principal.subject,
+            "tenant": principal.tenant,
+            "tier": principal.tier,
+            "roles": sorted(principal.roles),
+            "scopes": sorted(principal.scopes),
+            "method": principal.method,
+            "provider": principal.provider,
+        },
+        "token_estimate": None,  # the cost layer (issue 6) fills this in
+    }

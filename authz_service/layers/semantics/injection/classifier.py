@@ -1,0 +1,88 @@
+"""The statistical detector: a logistic regression over sparse text features.
+
+Features (of the ``normalized`` view): word unigrams and bigrams (tokens split on whitespace
+and ASCII punctuation, so scripts with combining marks stay whole), character bigrams of
+CJK/Thai runs (no spaces there), one feature per pattern rule that fired (so weak pattern cues
+combine), and a length bucket. Token counts are scaled by 1/sqrt(number of tokens).
+
+The model file (``model.json``, next to this module) stores only the non-zero weights, keyed by
+the feature string itself (no hashing, so no collisions): ``{"version", "bias", "weights"}``.
+It is trained by ``scripts/train_injection_model.py`` and read once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from authz_service.layers.semantics.injection import _regex as rx
+
+__all__ = ["MODEL_PATH", "Model", "features", "load_model"]
+
+MODEL_PATH = Path(__file__).with_name("model.json")
+_TOKEN = rx.TOKEN
+_CJK = rx.CJK
+
+
+def features(
+    norm: str, rules: Iterable[str] = (), tokens: list[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """(scaled text features, unscaled features) of a normalized text."""
+    toks = _TOKEN.findall(norm) if tokens is None else tokens
+    feats = toks + list(map(" ".join, itertools.pairwise(toks)))
+    if not norm.isascii():
+        for run in _CJK.findall(norm):
+            feats.extend("#" + run[i : i + 2] for i in range(len(run) - 1))
+    extra = ["@" + r for r in sorted(set(rules))]
+    extra.append("%len" + str(min(14, int(math.log2(len(norm) + 1)))))
+    return feats, extra
+
+
+class Model:
+    """Logistic regression weights; ``predict`` gives P(injection)."""
+
+    __slots__ = ("bias", "weights")
+
+    def __init__(self, bias: float, weights: dict[str, float]) -> None:
+        self.bias = bias
+        self.weights = weights
+
+    def logit(self, scaled: list[str], extra: list[str]) -> float:
+        get = self.weights.get
+        s = sum(filter(None, map(get, scaled)))
+        z = self.bias + (s / math.sqrt(len(scaled)) if scaled else 0.0)
+        return z + sum(filter(None, map(get, extra)))
+
+    def predict(
+        self, norm: str, rules: Iterable[str] = (), tokens: list[str] | None = None
+    ) -> float:
+        scaled, extra = features(norm, rules, tokens)
+        z = self.logit(scaled, extra)
+        if z < -35.0:
+            return 0.0
+        return 1.0 / (1.0 + math.exp(-z))
+
+    @classmethod
+    def from_json(cls, data: Any) -> Model:
+        if not isinstance(data, dict) or not isinstance(data.get("weights"), dict):
+            raise ValueError("bad injection model file")
+        return cls(float(data["bias"]), {str(k): float(v) for k, v in data["weights"].items()})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "bias": round(self.bias, 5),
+            "weights": {k: round(v, 4) for k, v in sorted(self.weights.items()) if round(v, 4)},
+        }
+
+
+@functools.cache
+def load_model(path: Path = MODEL_PATH) -> Model:
+    """Read the model file once per process (cached)."""
+    return Model.from_json(orjson.loads(path.read_bytes()))

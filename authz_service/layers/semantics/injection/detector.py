@@ -1,0 +1,161 @@
+"""The layered detector: patterns over every normalization view, then the classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from authz_service.layers.semantics.injection.classifier import Model, load_model
+from authz_service.layers.semantics.injection.normalize import View, views
+from authz_service.layers.semantics.injection.patterns import PatternLibrary
+from authz_service.layers.semantics.injection.types import Finding, TextSegment, Verdict
+
+__all__ = [
+    "DECODED_KINDS",
+    "MAX_FINDINGS",
+    "MAX_SEGMENTS",
+    "MAX_SEGMENT_CHARS",
+    "Analysis",
+    "InjectionDetector",
+]
+
+# Bounded cost: a segment longer than MAX_SEGMENT_CHARS is scanned on its first and last
+# MAX_SEGMENT_CHARS // 2 characters only; at most MAX_SEGMENTS segments per request are scanned.
+MAX_SEGMENT_CHARS = 65_536
+MAX_SEGMENTS = 256
+MAX_FINDINGS = 5
+DECODED_KINDS = frozenset({"base64", "hex", "url", "unicode_tags"})
+_MIN_DECODED_FOR_CLASSIFIER = 24
+
+_LIBRARY: PatternLibrary | None = None
+
+
+def _library() -> PatternLibrary:
+    global _LIBRARY
+    if _LIBRARY is None:
+        _LIBRARY = PatternLibrary()
+    return _LIBRARY
+
+
+class Analysis:
+    """What the detectors saw in one text (also used by the training script)."""
+
+    __slots__ = ("findings", "norm", "rules", "tokens", "views")
+
+    def __init__(
+        self,
+        norm: str,
+        tokens: list[str] | None,
+        rules: set[str],
+        findings: list[Finding],
+        vs: list[View],
+    ) -> None:
+        self.norm = norm
+        self.tokens = tokens
+        self.rules = rules
+        self.findings = findings
+        self.views = vs
+
+
+class InjectionDetector:
+    """Scans text segments; compiles patterns and reads the model once (both are cached)."""
+
+    def __init__(
+        self,
+        detectors: frozenset[str] = frozenset({"patterns", "classifier"}),
+        *,
+        model: Model | None = None,
+    ) -> None:
+        unknown = detectors - {"patterns", "classifier"}
+        if unknown:
+            raise ValueError(f"unknown detectors: {sorted(unknown)}")
+        self.detectors = detectors
+        self._lib = _library()
+        self._model: Model | None = None
+        if "classifier" in detectors:
+            self._model = model if model is not None else load_model()
+
+    def analyze(self, text: str, pointer: str = "", offset: int = 0) -> Analysis:
+        """Pattern findings over all views, the normalized text, and the rule ids that fired."""
+        vs = views(text)
+        main = vs[1] if len(vs) > 1 and vs[1].name == "normalized" else vs[0]
+        norm = main.text
+        rules: set[str] = set()
+        findings: list[Finding] = []
+        lib = self._lib
+        for v in vs:
+            for hit in lib.find(v.text, v.tokens, v.squashed):
+                rule = hit.rule
+                if rule.id in rules:
+                    continue
+                rules.add(rule.id)
+                start, end = v.to_original(hit.start, hit.end, lib.single(rule.id))
+                findings.append(
+                    Finding(
+                        "patterns",
+                        rule.id,
+                        rule.category,
+                        rule.score,
+                        pointer,
+                        start + offset,
+                        end + offset,
+                        v.name,
+                    )
+                )
+        return Analysis(norm, main.tokens, rules, findings, vs)
+
+    def _scan_text(self, pointer: str, text: str, offset: int) -> list[Finding]:
+        a = self.analyze(text, pointer, offset)
+        out = a.findings if "patterns" in self.detectors else []
+        model = self._model
+        if model is not None and text.strip():
+            p = model.predict(a.norm, a.rules, a.tokens)
+            out.append(
+                Finding(
+                    "classifier",
+                    "classifier",
+                    "statistical",
+                    round(p, 4),
+                    pointer,
+                    offset,
+                    offset + len(text),
+                    "normalized",
+                )
+            )
+            for v in a.views:
+                if (
+                    v.name in DECODED_KINDS
+                    and v.fixed
+                    and len(v.text) >= _MIN_DECODED_FOR_CLASSIFIER
+                ):
+                    p = model.predict(v.text)
+                    s, e = v.fixed
+                    out.append(
+                        Finding(
+                            "classifier",
+                            "classifier",
+                            "statistical",
+                            round(p, 4),
+                            pointer,
+                            s + offset,
+                            e + offset,
+                            v.name,
+                        )
+                    )
+        return out
+
+    def scan(self, segments: Sequence[TextSegment]) -> Verdict:
+        findings: list[Finding] = []
+        for seg in segments[:MAX_SEGMENTS]:
+            text = seg.text
+            if not isinstance(text, str) or not text:
+                continue
+            if len(text) <= MAX_SEGMENT_CHARS:
+                findings.extend(self._scan_text(seg.pointer, text, 0))
+            else:
+                half = MAX_SEGMENT_CHARS // 2
+                findings.extend(self._scan_text(seg.pointer, text[:half], 0))
+                findings.extend(self._scan_text(seg.pointer, text[-half:], len(text) - half))
+        findings = [f for f in findings if f.score > 0.0]
+        findings.sort(key=lambda f: (-f.score, f.pointer, f.start, f.rule))
+        top = tuple(findings[:MAX_FINDINGS])
+        return Verdict(top[0].score if top else 0.0, top)

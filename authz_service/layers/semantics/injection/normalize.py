@@ -1,0 +1,504 @@
+# ruff: noqa: RUF001, RUF003
+"""Normalization against evasion, and the "views" of a text that the detectors read.
+
+Every view knows how to map a span of its own text back to the ORIGINAL segment text. The fast
+path (used for every request) builds the view strings with C-level primitives (``str.translate``,
+``re.sub``, ``unicodedata.normalize``); the character-index map back to the original is only
+built when a detector fires on that view (the slow path, per character).
+
+Views:
+
+* ``text`` — the original, lower-cased (always scanned; fake delimiters and markup are visible).
+* ``normalized`` — HTML entities decoded, zero-width / bidi / tag characters removed, NFKC,
+  lower-cased, homoglyphs (Cyrillic / Greek / other look-alikes) folded to Latin, HTML/XML tags,
+  comment markers and markdown emphasis removed. Only scanned when it differs from ``text``.
+* ``spaced`` — runs of single letters separated by spaces/punctuation joined ("i g n o r e").
+* ``leet`` — digits and symbols inside words read as letters ("1gn0r3" → "ignore").
+* ``rot13`` — only when the text contains rot13-looking trigger words.
+* ``base64`` / ``hex`` / ``url`` / ``unicode_tags`` — plausible encoded segments of the original,
+  decoded (printable UTF-8 only), normalized and scanned again, up to ``MAX_DEPTH`` levels,
+  at most ``MAX_DECODED`` segments per text of at most ``MAX_ENCODED_CHARS`` characters each.
+  A hit in a decoded view maps to the span of the encoded segment in the original.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import re
+import unicodedata
+from collections.abc import Callable
+from urllib.parse import unquote_plus
+
+from authz_service.layers.semantics.injection._regex import TOKEN
+
+__all__ = [
+    "MAX_DECODED",
+    "MAX_DEPTH",
+    "MAX_ENCODED_CHARS",
+    "View",
+    "decode_segments",
+    "fold_confusables",
+    "leet",
+    "normalize",
+    "normalize_mapped",
+    "rot13",
+    "spaced",
+    "strip_invisible",
+    "strip_markup",
+    "views",
+]
+
+MAX_DEPTH = 2
+MAX_DECODED = 8
+MAX_ENCODED_CHARS = 16_384
+
+# Zero-width, bidi controls, soft hyphen, variation selectors, word joiners, BOM, Unicode tags.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e0fff]+"
+)
+_TAG_RUN = re.compile("[\U000e0020-\U000e007e]{4,}")
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});?")
+
+# Homoglyphs: single code point -> single Latin letter (1:1, so spans do not move).
+_CONFUSABLE_PAIRS = (
+    # Cyrillic
+    "аa бb вb гr дd еe ёe зz иu йu кk лl мm нh оo пn рp сc тt уy хx ьb ѕs іi їi јj ԁd ӏl ԛq ԝw "
+    "ҽe һh ɡg ү y ѵv ԍg ҡk ӄk ʀr ꙅs ꞵb"
+    # Greek
+    " αa βb γy δd εe ζz ηn ιi κk λl μu νv οo πn ρp σo ςc τt υu φf χx ψw ωw ϲc ϳj ϵe"
+    # Latin look-alikes and IPA
+    " ıi ȷj ɑa ɩi ɪi ʟl ɴn ʏy ᴀa ᴄc ᴅd ᴇe ᴊj ᴋk ᴍm ᴏo ᴘp ᴛt ᴜu ᴠv ᴡw ᴢz ſs"
+    " ƅb ɓb ɗd ɠg ɦh ɱm ɲn ƥp ʂs"
+    # Armenian / Cherokee / misc
+    " օo ոn սu ցg հh ⅰi ⅼl ⅽc ⅾd ⅿm"
+    # capitals (folded before lower-casing: Greek capital Ν looks like N, its lower case like v)
+    " Аa Вb Еe Кk Мm Нh Оo Рp Сc Тt Хx Іi Јj Ѕs Ԁd Ԛq Ԝw Үy"
+    " Αa Βb Εe Ζz Ηh Ιi Κk Μm Νn Οo Ρp Τt Υy Χx Ϲc"
+)
+_CONFUSABLES: dict[int, str] = {}
+for _pair in _CONFUSABLE_PAIRS.replace("ү y", "үy").split():
+    if len(_pair) == 2:
+        _CONFUSABLES[ord(_pair[0])] = _pair[1]
+_CONFUSABLE_CHARS = re.compile("[" + re.escape("".join(map(chr, _CONFUSABLES))) + "]")
+
+_INLINE_TAGS = frozenset(
+    [
+        "a",
+        "abbr",
+        "b",
+        "bdi",
+        "bdo",
+        "big",
+        "code",
+        "del",
+        "dfn",
+        "em",
+        "font",
+        "i",
+        "ins",
+        "kbd",
+        "mark",
+        "q",
+        "s",
+        "samp",
+        "small",
+        "span",
+        "strike",
+        "strong",
+        "sub",
+        "sup",
+        "tt",
+        "u",
+        "var",
+        "wbr",
+    ]
+)
+_MARKUP = re.compile(
+    r"<!--|-->|<!\s*--|</?([a-z][a-z0-9:_-]{0,30})(?:\s[^<>]{0,256})?/?>|\*{1,3}|_{1,3}|~~|`+"
+)
+_MARKUP_HINT = re.compile(r"[<*_~`]")
+
+_SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][^\w\n]{1,3}){3,}[^\W\d_](?![^\W\d_])")
+_NON_LETTER = re.compile(r"[\W\d_]+")
+
+_LEET_HINT = re.compile(r"[a-z][0134578@$|!]+[a-z]|\b[0134578@$|][a-z]{2}|[a-z]{2}[0134578@$]\b")
+_LEET = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a", "$": "s"}
+    | {"|": "l", "!": "i"}
+)
+_ROT13_WORDS = frozenset(
+    [
+        "ebg13",
+        "vtaber",
+        "vtabengr",
+        "cerivbhf",
+        "cevbe",
+        "vafgehpgvbaf",
+        "vafgehpgvba",
+        "flfgrz",
+        "cebzcg",
+        "cnffjbeq",
+        "qvfertneq",
+        "sbetrg",
+        "erirny",
+        "frperg",
+        "ehyrf",
+    ]
+)
+_ROT13 = str.maketrans(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZabcdefghijklm",
+)
+
+_B64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX = re.compile(r"(?:\\x[0-9a-fA-F]{2}){6,}|(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :]?){8,}")
+_URL = re.compile(
+    r"(?:[A-Za-z0-9._~+!*'(),;:@&=/?-]*%[0-9A-Fa-f]{2}){3,}[A-Za-z0-9._~+!*'(),;:@&=/?-]*"
+)
+_ENC_HINT = re.compile(r"[A-Za-z0-9+/_-]{16}|%[0-9A-Fa-f]{2}|\\x[0-9a-fA-F]{2}|[0-9a-fA-F]{16}")
+_BAD_CHARS = re.compile(r"[^\t\n\r\x20-\x7e\u00a0-\ud7ff\ue000-\ufffc]")
+_LETTERS = re.compile(r"[^\W\d_]{2,}")
+
+
+def strip_invisible(text: str) -> str:
+    """Remove zero-width, bidi-control, soft-hyphen, variation-selector and tag characters."""
+    return _INVISIBLE.sub("", text)
+
+
+def fold_confusables(text: str) -> str:
+    """Fold homoglyphs (Cyrillic/Greek/IPA look-alikes) to Latin letters, one to one."""
+    return text.translate(_CONFUSABLES)
+
+
+def _markup_repl(m: re.Match[str]) -> str:
+    tag = m.group(1)
+    if tag is None or tag in _INLINE_TAGS:
+        return ""
+    return " "
+
+
+def strip_markup(text: str) -> str:
+    """Remove HTML/XML tags (inline tags glue the word back), comment markers, emphasis."""
+    return _MARKUP.sub(_markup_repl, text)
+
+
+def _unescape(m: re.Match[str]) -> str:
+    return html.unescape(m.group())
+
+
+def normalize(text: str) -> str:
+    """The ``normalized`` view (fast path)."""
+    t = text
+    if "&" in t:
+        t = _ENTITY.sub(_unescape, t)
+    if not t.isascii():
+        t = _INVISIBLE.sub("", t)
+        if not unicodedata.is_normalized("NFKC", t):
+            t = unicodedata.normalize("NFKC", t)
+        if _CONFUSABLE_CHARS.search(t):
+            t = t.translate(_CONFUSABLES)
+        t = t.lower()
+    else:
+        t = t.lower()
+    if _MARKUP_HINT.search(t):
+        t = _MARKUP.sub(_markup_repl, t)
+    return t
+
+
+def _sub_mapped(
+    rx: re.Pattern[str], repl: Callable[[re.Match[str]], str], t: str, idx: list[int]
+) -> tuple[str, list[int]]:
+    out: list[str] = []
+    nidx: list[int] = []
+    pos = 0
+    for m in rx.finditer(t):
+        s, e = m.span()
+        out.append(t[pos:s])
+        nidx.extend(idx[pos:s])
+        r = repl(m)
+        out.append(r)
+        nidx.extend([idx[s]] * len(r))
+        pos = e
+    out.append(t[pos:])
+    nidx.extend(idx[pos:])
+    return "".join(out), nidx
+
+
+def _per_char_mapped(fn: Callable[[str], str], t: str, idx: list[int]) -> tuple[str, list[int]]:
+    out: list[str] = []
+    nidx: list[int] = []
+    for i, ch in enumerate(t):
+        r = fn(ch)
+        out.append(r)
+        nidx.extend([idx[i]] * len(r))
+    return "".join(out), nidx
+
+
+def _nfkc(ch: str) -> str:
+    return unicodedata.normalize("NFKC", ch)
+
+
+def _empty(_m: re.Match[str]) -> str:
+    return ""
+
+
+def normalize_mapped(text: str) -> tuple[str, list[int]]:
+    """The ``normalized`` view with, for each of its characters, the index in ``text`` (slow)."""
+    t = text
+    idx = list(range(len(t)))
+    if "&" in t:
+        t, idx = _sub_mapped(_ENTITY, _unescape, t, idx)
+    if not t.isascii():
+        t, idx = _sub_mapped(_INVISIBLE, _empty, t, idx)
+        if not unicodedata.is_normalized("NFKC", t):
+            t, idx = _per_char_mapped(_nfkc, t, idx)
+        t = t.translate(_CONFUSABLES)
+        low = t.lower()
+        if len(low) != len(t):
+            low, idx = _per_char_mapped(str.lower, t, idx)
+        t = low
+    else:
+        t = t.lower()
+    if _MARKUP_HINT.search(t):
+        t, idx = _sub_mapped(_MARKUP, _markup_repl, t, idx)
+    return t, idx
+
+
+def _spaced_repl(m: re.Match[str]) -> str:
+    return _NON_LETTER.sub("", m.group())
+
+
+def spaced(norm: str, tokens: list[str] | None = None) -> str | None:
+    """Join runs of spaced-out single letters ("i g n o r e" -> "ignore"); None if none."""
+    if tokens is not None and "1111" not in "".join(["1" if len(t) == 1 else "x" for t in tokens]):
+        return None
+    if not _SPACED.search(norm):
+        return None
+    return _SPACED.sub(_spaced_repl, norm)
+
+
+def spaced_mapped(norm: str, idx: list[int]) -> tuple[str, list[int]]:
+    out: list[str] = []
+    nidx: list[int] = []
+    pos = 0
+    for m in _SPACED.finditer(norm):
+        s, e = m.span()
+        out.append(norm[pos:s])
+        nidx.extend(idx[pos:s])
+        for k in range(s, e):
+            ch = norm[k]
+            if ch.isalpha():
+                out.append(ch)
+                nidx.append(idx[k])
+        pos = e
+    out.append(norm[pos:])
+    nidx.extend(idx[pos:])
+    return "".join(out), nidx
+
+
+def leet(norm: str, tokens: list[str] | None = None) -> str | None:
+    """Read digits/symbols inside words as letters ("1gn0r3" -> "ignore"); None if no hint."""
+    if tokens is not None and not any(
+        [not t.isalpha() and not t.isdigit() for t in tokens if len(t) > 2]
+    ):
+        return None
+    if not _LEET_HINT.search(norm):
+        return None
+    return norm.translate(_LEET)
+
+
+def rot13(norm: str, tokens: list[str] | None = None) -> str | None:
+    """The rot13 reading of the text, only when rot13-looking trigger words occur."""
+    if _ROT13_WORDS.isdisjoint(TOKEN.findall(norm) if tokens is None else tokens):
+        return None
+    return norm.translate(_ROT13)
+
+
+def _plausible(raw: bytes) -> str | None:
+    if len(raw) < 6:
+        return None
+    s = raw.decode("utf-8", "replace")
+    bad = len(_BAD_CHARS.findall(s)) + s.count("\ufffd")
+    if bad * 20 > len(s):
+        return None
+    letters = _LETTERS.findall(s)
+    if len(letters) < 2 or sum(map(len, letters)) * 2 < len(s):
+        return None
+    return s
+
+
+def _b64(cand: str) -> str | None:
+    if cand.isalpha() and (cand.islower() or cand.isupper()):
+        return None
+    body = cand.rstrip("=")
+    if len(body) % 4 == 1:
+        body = body[:-1]
+    body += "=" * (-len(body) % 4)
+    alt = b"-_" if ("-" in body or "_" in body) else None
+    try:
+        raw = base64.b64decode(body, altchars=alt)
+    except (binascii.Error, ValueError):
+        return None
+    return _plausible(raw)
+
+
+def _hex(cand: str) -> str | None:
+    digits = cand.replace("\\x", "").replace(" ", "").replace(":", "")
+    if digits.isdigit():
+        return None
+    if len(digits) % 2:
+        digits = digits[:-1]
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        return None
+    return _plausible(raw)
+
+
+def _url(cand: str) -> str | None:
+    s = unquote_plus(cand)
+    return s if s != cand and _plausible(s.encode("utf-8", "replace")) else None
+
+
+def _tags(cand: str) -> str | None:
+    return "".join(chr(ord(c) - 0xE0000) for c in cand)
+
+
+_DECODERS: tuple[tuple[str, re.Pattern[str], Callable[[str], str | None]], ...] = (
+    ("base64", _B64, _b64),
+    ("hex", _HEX, _hex),
+    ("url", _URL, _url),
+)
+
+
+def decode_segments(text: str, tokens: list[str] | None = None) -> list[tuple[str, int, int, str]]:
+    """Plausible encoded segments of ``text``: (kind, start, end, decoded), at most MAX_DECODED."""
+    found: list[tuple[str, int, int, str]] = []
+    long_token = tokens is None or any([len(t) >= 16 for t in tokens])
+    if not text.isascii() and _TAG_RUN.search(text):
+        for m in _TAG_RUN.finditer(text):
+            found.append(("unicode_tags", m.start(), m.end(), _tags(m.group()) or ""))
+            if len(found) >= MAX_DECODED:
+                return found
+    for kind, rx, dec in _DECODERS:
+        if kind == "url" and "%" not in text:
+            continue
+        if kind == "base64" and not long_token:
+            continue
+        if kind == "hex" and not long_token and "\\x" not in text:
+            continue
+        for m in rx.finditer(text):
+            cand = m.group()
+            if len(cand) > MAX_ENCODED_CHARS:
+                cand = cand[:MAX_ENCODED_CHARS]
+            out = dec(cand)
+            if out:
+                found.append((kind, m.start(), m.end(), out))
+                if len(found) >= MAX_DECODED:
+                    return found
+    return found
+
+
+class View:
+    """A reading of a segment's text; maps its spans back to the original segment text."""
+
+    __slots__ = ("_idx", "_mapper", "fixed", "name", "squashed", "text", "tokens")
+
+    def __init__(
+        self,
+        name: str,
+        text: str,
+        mapper: Callable[[], tuple[str, list[int]]] | None = None,
+        fixed: tuple[int, int] | None = None,
+    ) -> None:
+        self.name = name
+        self.text = text
+        self._mapper = mapper
+        self._idx: list[int] | None = None
+        self.fixed = fixed
+        self.tokens: list[str] | None = None
+        self.squashed = False
+
+    def to_original(
+        self, start: int, end: int, pattern: re.Pattern[str] | None = None
+    ) -> tuple[int, int]:
+        """Map [start, end) of this view to the original text (slow path, on hits only)."""
+        if self.fixed is not None:
+            return self.fixed
+        if self._mapper is None:
+            return start, end
+        mapped, idx = self._mapper()
+        if mapped != self.text and pattern is not None:
+            # The per-character path differs (rare: combining sequences); find the hit again.
+            m = pattern.search(mapped)
+            if m is None or not idx:
+                return (idx[0], idx[-1] + 1) if idx else (0, 0)
+            start, end = m.span()
+        if not idx or start >= len(idx):
+            return (0, 0)
+        end = max(start + 1, min(end, len(idx)))
+        return idx[start], idx[end - 1] + 1
+
+
+def views(text: str, depth: int = 0, span: tuple[int, int] | None = None) -> list[View]:
+    """All views of ``text`` worth scanning (``span``: the encoded segment, for decoded text)."""
+    out: list[View] = []
+    low = text.lower()
+    fixed = span
+    if fixed is None and len(low) != len(text):
+
+        def low_map() -> tuple[str, list[int]]:
+            return _per_char_mapped(str.lower, text, list(range(len(text))))
+
+        out.append(View("text", low, low_map))
+    else:
+        out.append(View("text", low, None, fixed))
+    norm = normalize(text)
+    cache: dict[str, tuple[str, list[int]]] = {}
+
+    def norm_map() -> tuple[str, list[int]]:
+        if "n" not in cache:
+            cache["n"] = normalize_mapped(text)
+        return cache["n"]
+
+    toks = TOKEN.findall(norm)
+    if norm != low:
+        out.append(View("normalized", norm, norm_map, fixed))
+        out[-1].tokens = toks
+    else:
+        out[0].tokens = toks
+    sp = spaced(norm, toks)
+    if sp is not None:
+
+        def sp_map() -> tuple[str, list[int]]:
+            n, idx = norm_map()
+            return spaced_mapped(n, idx)
+
+        out.append(View("spaced", sp, sp_map, fixed))
+        out[-1].squashed = True
+    lt = leet(norm, toks)
+    if lt is not None:
+
+        def lt_map() -> tuple[str, list[int]]:
+            n, idx = norm_map()
+            return n.translate(_LEET), idx
+
+        out.append(View("leet", lt, lt_map, fixed))
+    r13 = rot13(norm, toks)
+    if r13 is not None:
+
+        def r13_map() -> tuple[str, list[int]]:
+            n, idx = norm_map()
+            return n.translate(_ROT13), idx
+
+        out.append(View("rot13", r13, r13_map, fixed))
+    if depth < MAX_DEPTH:
+        for kind, s, e, decoded in decode_segments(text, toks):
+            inner = (s, e) if span is None else span
+            for v in views(decoded, depth + 1, inner):
+                v.name = kind if v.name == "text" else f"{kind}+{v.name}"
+                out.append(v)
+    return out

@@ -1,0 +1,674 @@
+# ruff: noqa: RUF001
+"""The curated pattern library (English, German, French, Spanish, plus Italian, Portuguese,
+Russian and Hindi cues).
+
+Patterns are written on lower-cased text; a single space in a pattern means "a short gap of
+non-word characters, possibly empty", so that the same pattern also matches squashed text from
+the ``spaced`` view ("ignoreallpreviousinstructions").
+
+Speed: every rule starts with a *lead* — a list of literal words or phrases (its triggers). A
+rule is only tried, anchored (``re.match``), where one of its trigger words occurs as a token of
+the text (a set intersection in C), or where one of its literal triggers (``<|``, ``[inst]`` ...)
+occurs (``str.find``). There is no whole-text scan per rule.
+
+The library was written from general knowledge of injection techniques and then tuned by looking
+at the development set (dev.jsonl); cross-validated numbers of the whole detector are therefore
+somewhat optimistic for the pattern part.
+
+Scores are calibrated by hand to be comparable with the classifier's probability: 0.9-0.95
+unambiguous attack phrasing, 0.7-0.85 strong cues, 0.4-0.6 weak cues (reported, but below the
+default deny threshold on their own; the classifier also sees every fired rule as a feature, so
+weak cues combine there).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from authz_service.layers.semantics.injection._regex import TOKEN
+
+__all__ = ["RULES", "PatternHit", "PatternLibrary", "Rule"]
+
+_GAP = r"[\W_]{0,6}"
+_MAX_OCCURRENCES = 24
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    category: str
+    score: float
+    pattern: str  # the full regex (lead + rest), spaces already replaced by gaps
+    triggers: tuple[str, ...]  # first words of the lead phrases (or literal triggers)
+    literal: bool  # triggers are literal substrings, not word tokens
+
+
+@dataclass(frozen=True, slots=True)
+class PatternHit:
+    rule: Rule
+    start: int
+    end: int
+
+
+def _w(p: str) -> str:
+    return p.replace(" ", _GAP)
+
+
+def _rule(
+    rid: str,
+    cat: str,
+    score: float,
+    leads: str | tuple[str, ...],
+    rest: str,
+    literal: bool = False,
+    prefix: str = "",
+) -> Rule:
+    """A rule: ``leads`` ("a|b c" words, or a tuple of literal strings) followed by ``rest``."""
+    items = leads if isinstance(leads, tuple) else tuple(leads.split("|"))
+    phrases = sorted({p.strip() for p in items if p.strip()}, key=lambda p: (-len(p), p))
+    if literal:
+        lead_rx = "|".join(re.escape(p) for p in phrases)
+        triggers = tuple(phrases)
+    else:
+        lead_rx = "|".join(_GAP.join(re.escape(x) for x in p.split()) for p in phrases)
+        triggers = tuple(sorted({p.split()[0] for p in phrases}))
+    return Rule(rid, cat, score, prefix + "(?:" + lead_rx + ")" + _w(rest), triggers, literal)
+
+
+_Q = (
+    r"(?:(?:all|any|of|the|your|my|his|her|their|these|those|every|each|such|other|previous|"
+    r"prior|preceding|above|earlier|former|original|initial|old|existing|given|system|"
+    r"developer|safety|preset|default|current|programmed|assigned|provided|that|and|or|"
+    r"above-mentioned|aforementioned|past|last|first|entire|whole|instructions and) ){0,5}"
+)
+_STRONG_NOUN = (
+    r"(?:instructions?|prompts?|directions|directives?|rules|guidelines|commands|orders|"
+    r"programming|guardrails|restrictions|constraints|polic(?:y|ies)|safeguards|requests|"
+    r"tasks?|training|filters|limitations|ethics|settings|guidance|protocols?)\b"
+)
+_WEAK_NOUN = r"(?:messages?|texts?|context|conversation|inputs?|content|everything|information)\b"
+_IGNORE = (
+    "ignore|ignoring|ignored|ignores|disregard|disregarding|forget|forgetting|skip|override|"
+    "overlook|neglect|discard|abandon|bypass|set aside|throw away|ditch|drop|circumvent|"
+    "stop following|no longer follow|don't follow|dont follow|do not follow|never mind|"
+    "nevermind|regardless of|despite|contrary to|deviate from|break|violate|erase|"
+    "delete|clear|reset|cancel|void|nullify|supersede|replace|override all"
+)
+_REVEAL = (
+    "reveal|print|show|display|output|repeat|tell|give|share|leak|disclose|expose|write|spell|"
+    "list|dump|provide|recite|translate|summarize|summarise|return|echo|paste|copy|what is|"
+    "what are|what was|what were|what's|whats|read|state|describe|explain|encode|rewrite"
+)
+
+_RULES: list[Rule] = [
+    # --- instruction override
+    _rule(
+        "instruction_override.ignore_previous",
+        "instruction_override",
+        0.95,
+        _IGNORE,
+        r" " + _Q + _STRONG_NOUN,
+    ),
+    _rule(
+        "instruction_override.forget_everything",
+        "instruction_override",
+        0.85,
+        "forget|disregard|ignore",
+        r" (?:about )?(?:everything|all(?: of it| that)?) "
+        r"(?:(?:you|i|we|that|has|have|had|been|was|were|ve|re|is|are|the|so) ){0,4}"
+        r"(?:said|told|know|learned|written|above|before|previously|so far|up to now|until now|"
+        r"instructed|been told|heard)\b",
+    ),
+    _rule(
+        "instruction_override.ignore_above",
+        "instruction_override",
+        0.75,
+        "ignore|disregard|forget|skip|discard",
+        r" (?:all )?(?:of )?(?:the |that |everything |what(?:'s| is| was)? )?(?:above|previous|"
+        r"before|prior|preceding|earlier|said)\b",
+    ),
+    _rule(
+        "instruction_override.ignore_previous_weak",
+        "instruction_override",
+        0.55,
+        _IGNORE,
+        r" (?:all |any |the |your |my |of |these |those )*(?:previous|prior|preceding|above|"
+        r"earlier|former|original|initial|system) " + _WEAK_NOUN,
+    ),
+    _rule(
+        "instruction_override.new_instructions",
+        "instruction_override",
+        0.7,
+        "new|updated|revised|real|actual|true|secret|hidden|additional|overriding|priority|"
+        "urgent|important|override",
+        r" (?:system )?(?:instructions?|directives?|orders|task|objective|rules)\b ?(?::|follow|"
+        r"are|is\b)",
+    ),
+    _rule(
+        "instruction_override.instead",
+        "instruction_override",
+        0.55,
+        "instead",
+        r"(?:,)? (?:just )?(?:say|print|output|write|respond with|reply with|type|return)\b",
+    ),
+    _rule(
+        "instruction_override.from_now_on",
+        "instruction_override",
+        0.6,
+        "from now on|from this point on|from this point forward|henceforth|for the rest of "
+        "this conversation",
+        r"(?:,)? (?:you|your|ignore|only|always|do not|don't)\b",
+    ),
+    # --- system prompt / secret extraction
+    _rule(
+        "prompt_extraction.system_prompt",
+        "prompt_extraction",
+        0.9,
+        _REVEAL,
+        r" (?:\w+\W+){0,5}?(?:your |the |my |its )?(?:system|initial|original|hidden|secret|"
+        r"internal|developer|pre-?prompt|preceding|prior|first|confidential|private|full|exact|"
+        r"complete|above) ?(?:prompt|instructions?|message|directives?|configuration|rules|"
+        r"guidelines|context|setup|text)\b",
+    ),
+    _rule(
+        "prompt_extraction.your_instructions",
+        "prompt_extraction",
+        0.75,
+        "reveal|print|show|display|output|repeat|tell|give|share|leak|disclose|recite|"
+        "what are|what were|what is|list|dump",
+        r" (?:me )?(?:all )?(?:of )?your (?:\w+\W+)?(?:instructions|prompt|rules|guidelines|"
+        r"directives|programming|configuration)\b",
+    ),
+    _rule(
+        "prompt_extraction.repeat_above",
+        "prompt_extraction",
+        0.85,
+        "repeat|print|output|copy|reproduce|rewrite|recite|echo|show",
+        r" (?:\w+\W+){0,3}?(?:words|text|content|everything|lines|characters|sentences|tokens|"
+        r"prompt) (?:\w+\W+){0,2}?(?:above|before|preceding|prior|verbatim|word for word)\b",
+    ),
+    _rule(
+        "prompt_extraction.secret",
+        "prompt_extraction",
+        0.75,
+        "reveal|tell|give|print|show|share|leak|disclose|spell|say|write|output|provide|"
+        "what is|what's|whats|type|encode|hint|confirm",
+        r" (?:me )?(?:\w+\W+){0,3}?(?:the |your |that |this )?(?:secret |hidden )?(?:password|"
+        r"passcode|passphrase|secret key|api key|access code|secret code|pin code|"
+        r"credentials)\b",
+    ),
+    _rule(
+        "prompt_extraction.secret_weak",
+        "prompt_extraction",
+        0.45,
+        "password|secret key|api key|passphrase|system prompt|initial prompt",
+        r"\b",
+    ),
+    # --- role / persona hijack
+    _rule(
+        "role_hijack.dan",
+        "role_hijack",
+        0.95,
+        "do anything now|dan mode|jailbroken|stay in character|developer mode enabled|"
+        "developer mode output|developer mode response|anti-dan|aim is|aim stands|dude is|"
+        "stan is|evilbot|chaosgpt|chaos gpt|betterdan",
+        r"\b",
+    ),
+    _rule(
+        "role_hijack.dan_tag",
+        "role_hijack",
+        0.9,
+        ("[dan]", "[jailbreak]", "[🔓jailbreak]"),
+        "",
+        literal=True,
+    ),
+    _rule(
+        "role_hijack.mode_switch",
+        "role_hijack",
+        0.85,
+        "enable|enabled|activate|activated|enter|entering|switch to|turn on|engage|unlock",
+        r" (?:the )?(?:\w+\W+)?(?:developer|dev|debug|god|admin|sudo|unrestricted|jailbreak|root|"
+        r"diagnostic|maintenance|unfiltered|uncensored|evil|dan|superuser|override|unlimited|"
+        r"chaos) ?mode\b",
+    ),
+    _rule(
+        "role_hijack.mode_on",
+        "role_hijack",
+        0.85,
+        "developer|dev|debug|god|admin|sudo|jailbreak|root|diagnostic|maintenance|unfiltered|"
+        "uncensored|superuser|override|dan",
+        r" ?mode (?:is |has been )?(?:now )?(?:enabled|activated|on|engaged|unlocked)\b",
+    ),
+    _rule(
+        "role_hijack.mode_word",
+        "role_hijack",
+        0.55,
+        "developer|debug|god|admin|sudo|jailbreak|superuser|unrestricted|unfiltered",
+        r" ?mode\b",
+    ),
+    _rule(
+        "role_hijack.unrestricted_persona",
+        "role_hijack",
+        0.85,
+        "act|acting|behave|respond|pretend|roleplay|role-play|answer|you are|you're|become|play",
+        r"\b (?:\w+\W+){0,2}?(?:as |like |to be )?(?:an? )?(?:dan|unfiltered|uncensored|"
+        r"unrestricted|jailbroken|amoral|unethical|evil|unaligned|rogue|unbound|unchained|"
+        r"limitless|lawless)\b",
+    ),
+    _rule(
+        "role_hijack.no_restrictions",
+        "role_hijack",
+        0.75,
+        "without|free from|free of|not bound by|not restricted by|not limited by|no longer bound"
+        "|no longer restricted|break free|beyond|ignores|no|unrestricted by|liberated from|"
+        "released from|don't have|do not have|don't follow|bypass|bypassing",
+        r" (?:by |from |of |any |the |your |its |all )*(?:ethical|moral|content|safety|openai|"
+        r"anthropic|usual|typical|normal|standard|programmed|built-in|imposed|ai)? ?"
+        r"(?:restrictions|limitations|filters|guidelines|censorship|constraints|rules|policies|"
+        r"boundaries|safeguards|guardrails|ethics|morals|content polic(?:y|ies))\b",
+    ),
+    _rule(
+        "role_hijack.you_are_now",
+        "role_hijack",
+        0.6,
+        "you are|you're|you will be",
+        r" (?:now|no longer|henceforth|from now on)\b",
+    ),
+    _rule(
+        "role_hijack.never_refuse",
+        "role_hijack",
+        0.8,
+        "refuse|decline|reject",
+        r"\b",
+        prefix=r"(?:(?<=never )|(?<=not )|(?<=cannot )|(?<=can't )|(?<=won't )|(?<=don't )|"
+        r"(?<=never ever )|(?<=not to )|(?<=cannot ))",
+    ),
+    _rule(
+        "role_hijack.jailbreak_word",
+        "role_hijack",
+        0.5,
+        "jailbreak|jailbreaks|jailbreaking|jail break|policy puppetry",
+        r"\b",
+    ),
+    _rule(
+        "role_hijack.authority_claim",
+        "role_hijack",
+        0.7,
+        "your creator|your developer|your administrator|your admin|your owner|your "
+        "programmer|your maker|your master",
+        r"\b",
+    ),
+    # --- fake role / delimiter tags
+    _rule(
+        "fake_delimiter.chatml",
+        "fake_delimiter",
+        0.95,
+        ("<|",),
+        r"(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|"
+        r"end_header_id|begin_of_text|end_of_text|eos|bos|tool|ipython)\|>",
+        literal=True,
+    ),
+    _rule(
+        "fake_delimiter.inst",
+        "fake_delimiter",
+        0.9,
+        (
+            "[inst]",
+            "[/inst]",
+            "<<sys>>",
+            "<</sys>>",
+            "[system]",
+            "[/system]",
+            "[admin]",
+            "<<system>>",
+            "{{system}}",
+            "[system message",
+            "[system note",
+            "[system override",
+            "[admin override",
+            "[developer note",
+            "[system instruction",
+            "(#system",
+            "(#overwrite",
+            "[system](#",
+        ),
+        "",
+        literal=True,
+    ),
+    _rule(
+        "fake_delimiter.heading",
+        "fake_delimiter",
+        0.8,
+        ("##", "===", "---", "**", ">>"),
+        r"[#=*>-]*[\x20\t]*(?:new |updated |important )?(?:system|admin|administrator|"
+        r"developer|root|instructions?|important instructions?|assistant|sys)(?:[\x20\t]+"
+        r"(?:message|prompt|override|instructions?|note|update|mode))?[\x20\t]*(?::|#{2,}|={3,}|"
+        r"\*{2,}|$)",
+        literal=True,
+    ),
+    _rule(
+        "fake_delimiter.xml_role",
+        "fake_delimiter",
+        0.7,
+        ("<", "</"),
+        r"(?:system|user|assistant|human|instructions?|sys|admin|developer|system_prompt|"
+        r"im_start|prompt|end_of_input|user_input|ai)>",
+        literal=True,
+    ),
+    _rule(
+        "fake_delimiter.line_role",
+        "fake_delimiter",
+        0.45,
+        "system|assistant|human|developer",
+        r"[\x20\t]*:[\x20\t]*\S",
+        prefix=r"(?<![^\n])",
+    ),
+    _rule(
+        "fake_delimiter.end_marker",
+        "fake_delimiter",
+        0.55,
+        "end of",
+        r" (?:the )?(?:document|email|context|input|text|prompt|data|user input|"
+        r"instructions)\b",
+    ),
+    # --- tool-call hijack / exfiltration
+    _rule(
+        "tool_hijack.exfiltrate",
+        "tool_hijack",
+        0.85,
+        "send|forward|post|upload|email|e-mail|transmit|exfiltrate|leak|submit|copy|append|"
+        "include|encode|attach",
+        r" (?:\w+\W+){0,6}?(?:data|conversation|chat|history|password|passwords|credentials|"
+        r"secrets?|tokens?|keys?|information|info|contents?|emails?|files?|messages|details|"
+        r"everything|cookies?|session|documents?|summary|records|prompt) (?:\w+\W+){0,4}?(?:to|"
+        r"into|at|via|in) (?:\w+\W+){0,2}?(?:https?:|www\.|ftp:|[\w.+-]+@[\w-]+\.\w|the (?:url|"
+        r"link|endpoint|server|webhook|address|attacker))",
+    ),
+    _rule(
+        "tool_hijack.markdown_exfil",
+        "tool_hijack",
+        0.85,
+        ("![",),
+        r"[^\]\n]{0,80}\]\(https?://[^)\s]{0,200}[?&][\w-]{1,30}=(?:\{|\[|\$|%7b|<)",
+        literal=True,
+    ),
+    _rule(
+        "tool_hijack.call_tool",
+        "tool_hijack",
+        0.6,
+        "call|invoke|use|run|execute|trigger",
+        r" (?:the |a |this )?(?:\w+\W+)?(?:tool|function|plugin|api|action|command)s? "
+        r"(?:\w+\W+){0,3}?(?:to|and|with) (?:\w+\W+){0,3}?(?:send|delete|transfer|email|post|"
+        r"upload|forward|exfiltrate|purchase|buy|pay)\b",
+    ),
+    _rule(
+        "tool_hijack.shell",
+        "tool_hijack",
+        0.7,
+        ("rm -rf /", "curl ", "wget "),
+        r"(?:[^\n|]{0,200}\|[\x20]?(?:ba)?sh\b)?",
+        literal=True,
+    ),
+    _rule(
+        "tool_hijack.visit_url",
+        "tool_hijack",
+        0.45,
+        "visit|click|open|go to|navigate to|fetch|download from",
+        r" (?:\w+\W+){0,2}?(?:https?:|www\.)",
+    ),
+]
+
+_NOUN_DE = (
+    r"(?:anweisungen|anweisung|instruktionen|befehle|regeln|vorgaben|richtlinien|"
+    r"anordnungen|eingaben|aufgaben|auftr(?:ä|ae)ge|beschr(?:ä|ae)nkungen|prompts?)"
+)
+_NOUN_FR = r"(?:instructions?|consignes?|directives?|r(?:è|e)gles|ordres|indications|prompts?)"
+_NOUN_ES = (
+    r"(?:instrucciones|instrucci(?:ó|o)n|indicaciones|(?:ó|o)rdenes|reglas|directrices|"
+    r"directivas|restricciones|prompts?)"
+)
+_NOUN_IT = r"(?:istruzioni|regole|indicazioni|direttive|ordini|restrizioni)"
+_NOUN_PT = (
+    r"(?:instru(?:ç|c)(?:õ|o)es|regras|orienta(?:ç|c)(?:õ|o)es|diretrizes|ordens|"
+    r"restri(?:ç|c)(?:õ|o)es)"
+)
+
+_RULES += [
+    _rule(
+        "instruction_override.ignore_previous_de",
+        "instruction_override",
+        0.95,
+        "ignoriere|ignorieren|ignoriert|ignorier|vergiss|vergessen|vergesst|missachte|"
+        "missachten|übergehe|übergehen|verwirf|verwerfen|beachte|befolge|setze|setzen",
+        r"\w* (?:\w+\W+){0,4}?" + _NOUN_DE + r"\b",
+    ),
+    _rule(
+        "instruction_override.forget_everything_de",
+        "instruction_override",
+        0.85,
+        "vergiss|vergessen sie|ignoriere|ignorieren sie",
+        r" (?:einfach )?alles\b",
+    ),
+    _rule(
+        "instruction_override.ignore_previous_fr",
+        "instruction_override",
+        0.9,
+        "ignore|ignorez|ignorer|ignorant|oublie|oubliez|oublier|oubliant|ne tenez pas compte|"
+        "ne tiens pas compte|ne tenez plus compte|faites abstraction|fais abstraction|néglige|"
+        "négligez|fais fi|passe outre|passez outre|outrepasse|outrepassez|contourne|contournez",
+        r" (?:\w+\W+){0,4}?" + _NOUN_FR + r"\b",
+    ),
+    _rule(
+        "instruction_override.forget_everything_fr",
+        "instruction_override",
+        0.85,
+        "oublie|oubliez|oublier|ignore|ignorez",
+        r" tout\b",
+    ),
+    _rule(
+        "instruction_override.ignore_previous_es",
+        "instruction_override",
+        0.9,
+        "ignora|ignorar|ignoran|ignore|ignoren|ignorad|ignórala|olvida|olvidar|olviden|olvide|"
+        "olvídate|olvidate|olvídese|descarta|descartar|omite|omitir|haz caso omiso|"
+        "no hagas caso|desobedece|sáltate|saltate|anula",
+        r" (?:\w+\W+){0,4}?" + _NOUN_ES + r"\b",
+    ),
+    _rule(
+        "instruction_override.forget_everything_es",
+        "instruction_override",
+        0.85,
+        "olvida|olvide|olvídate de|olvidate de|ignora|ignore",
+        r" todo\b",
+    ),
+    _rule(
+        "instruction_override.ignore_previous_it",
+        "instruction_override",
+        0.9,
+        "ignora|ignorare|ignorate|ignori|dimentica|dimenticare|dimenticate|trascura|"
+        "non seguire|non considerare",
+        r" (?:\w+\W+){0,4}?" + _NOUN_IT + r"\b",
+    ),
+    _rule(
+        "instruction_override.ignore_previous_pt",
+        "instruction_override",
+        0.9,
+        "ignore|ignora|ignorar|ignorem|esqueça|esqueca|esquecer|desconsidere|desconsiderar|"
+        "descarte|descartar|não siga|nao siga",
+        r" (?:\w+\W+){0,4}?" + _NOUN_PT + r"\b",
+    ),
+    _rule(
+        "instruction_override.ignore_previous_ru",
+        "instruction_override",
+        0.9,
+        "игнорируй|игнорируйте|игнорировать|проигнорируй|проигнорируйте|забудь|забудьте|"
+        "не обращай|не обращайте|пренебреги|отбрось|отбросьте|игнорируя|забыть",
+        r"\w* (?:\w+\W+){0,3}?(?:предыдущ\w*|прежн\w*|инструкц\w*|правил\w*|указани\w*|вс[её]\b|"
+        r"выше)",
+    ),
+    _rule(
+        "instruction_override.ignore_previous_hi",
+        "instruction_override",
+        0.85,
+        "पिछले|पिछली|पिछला|पूर्व|पहले|ऊपर|सभी|उपरोक्त",
+        r"\S*(?:\s+\S+){0,4}?\s+(?:अनदेखा|अनदेखी|भूल|नज़रअंदाज़|नजरअंदाज|उपेक्षा)",
+    ),
+    _rule(
+        "prompt_extraction.system_prompt_de",
+        "prompt_extraction",
+        0.85,
+        "zeig|zeige|zeigen|nenne|nennen|nenn|gib|geben|verrate|verraten|verrat|sag|sage|sagen|"
+        "drucke|drucken|wiederhole|wiederholen|gebe|teile|teilen|offenbare|schreib|schreibe|"
+        "was ist|was sind|was war|was waren",
+        r"\w* (?:\w+\W+){0,5}?(?:system ?(?:prompt|anweisung\w*|nachricht)|systemprompt|passwort|"
+        r"kennwort|geheim\w*|(?:urspr(?:ü|ue)nglich|anf(?:ä|ae)nglich|intern|versteckt|ersten|"
+        r"bisherig)\w* (?:anweisungen|instruktionen|prompt))\b",
+    ),
+    _rule(
+        "prompt_extraction.system_prompt_fr",
+        "prompt_extraction",
+        0.85,
+        "révèle|révélez|revele|montre|montrez|affiche|affichez|donne|donnez|dis|dites|imprime|"
+        "imprimez|répète|répétez|repete|divulgue|divulguez|écris|écrivez|quel est|quelle est|"
+        "quels sont|quelles sont",
+        r"\w* (?:\w+\W+){0,5}?(?:prompt (?:du )?syst(?:è|e)me|invite (?:du )?syst(?:è|e)me|"
+        r"message (?:du )?syst(?:è|e)me|instructions? (?:initiales|syst(?:è|e)me|secr(?:è|e)tes|"
+        r"d'origine|originales|cach(?:é|e)es|internes)|mot de passe|code secret)\b",
+    ),
+    _rule(
+        "prompt_extraction.system_prompt_es",
+        "prompt_extraction",
+        0.85,
+        "revela|revelar|revele|muestra|muéstrame|muestrame|dime|dígame|digame|imprime|repite|"
+        "dame|deme|dé|di|escribe|divulga|comparte|cuál es|cual es|cuáles son|cuales son",
+        r"\w* (?:\w+\W+){0,5}?(?:prompt del sistema|indicaciones del sistema|mensaje del sistema|"
+        r"instrucciones (?:iniciales|del sistema|originales|secretas|ocultas|internas)|"
+        r"contrase(?:ñ|n)a|clave secreta|c(?:ó|o)digo secreto)\b",
+    ),
+    _rule(
+        "prompt_extraction.secret_ml",
+        "prompt_extraction",
+        0.45,
+        "passwort|kennwort|mot de passe|contraseña|contrasena|senha|systemprompt|"
+        "prompt du système|prompt del sistema|prompt di sistema|prompt do sistema|пароль|"
+        "पासवर्ड",
+        r"\b",
+    ),
+    _rule(
+        "role_hijack.you_are_now_ml",
+        "role_hijack",
+        0.6,
+        "du bist|sie sind|tu es|vous êtes|vous etes|ahora eres|ora sei|"
+        "d'ora in poi sei|agora você é|agora voce e|ты теперь|теперь ты",
+        r"(?: (?:jetzt|nun|ab sofort|ab jetzt|von nun an|maintenant|désormais|desormais|eres|"
+        r"serás|seras|vas a|usted es))?\b",
+    ),
+    _rule(
+        "role_hijack.mode_switch_ml",
+        "role_hijack",
+        0.85,
+        "entwicklermodus|entwickler-modus|debug-modus|debugmodus|gottmodus|gott-modus|"
+        "adminmodus|admin-modus|mode développeur|mode developpeur|mode debug|mode dieu|"
+        "mode administrateur|mode sans restriction|modo desarrollador|modo de desarrollador|"
+        "modo dios|modo depuración|modo administrador|modo sin restricciones|"
+        "modalità sviluppatore|modo desenvolvedor|режим разработчика|режим бога|режим отладки",
+        r"\b",
+    ),
+    _rule(
+        "role_hijack.no_restrictions_ml",
+        "role_hijack",
+        0.7,
+        "ohne|sans|sin|senza|sem|без",
+        r" (?:jegliche |irgendwelche |alle |aucune |aucun |ninguna |ningún |ningun |alcuna |"
+        r"alcun |nenhuma |qualquer |каких-либо )?(?:einschr(?:ä|ae)nkungen|beschr(?:ä|ae)nkungen"
+        r"|filter|zensur|regeln|grenzen|restrictions?|limites?|filtres?|censure|r(?:è|e)gles|"
+        r"restricci(?:ó|o)n|restricciones|l(?:í|i)mites|filtros?|censura|reglas|restrizioni|"
+        r"limiti|filtri|regole|restri(?:ç|c)(?:õ|o)es|regras|ограничений|правил|цензуры|"
+        r"фильтров)\b",
+    ),
+]
+
+RULES: tuple[Rule, ...] = tuple(sorted(_RULES, key=lambda r: (-r.score, r.id)))
+
+
+class PatternLibrary:
+    """All rules compiled once; rules are tried only where their triggers occur."""
+
+    def __init__(self, rules: tuple[Rule, ...] = RULES) -> None:
+        self.rules = rules
+        self._compiled = {r.id: re.compile(r.pattern, re.MULTILINE) for r in rules}
+        self.by_word: dict[str, list[Rule]] = {}
+        self.by_literal: dict[str, list[Rule]] = {}
+        for r in rules:
+            table = self.by_literal if r.literal else self.by_word
+            for t in r.triggers:
+                table.setdefault(t, []).append(r)
+        self.words = frozenset(self.by_word)
+        self.literals = tuple(sorted(self.by_literal))
+        self._max_word = max(map(len, self.words))
+        self.combined = re.compile(
+            "|".join(f"(?P<r{i}>{r.pattern})" for i, r in enumerate(rules)), re.MULTILINE
+        )
+        self._by_group = {f"r{i}": r for i, r in enumerate(rules)}
+
+    def single(self, rule_id: str) -> re.Pattern[str]:
+        return self._compiled[rule_id]
+
+    def find(
+        self, text: str, tokens: list[str] | None = None, squashed: bool = False
+    ) -> list[PatternHit]:
+        """First hit of each rule in ``text`` (``tokens``: the text's tokens, if known).
+
+        ``squashed``: the text has words glued together (spaced view); triggers are then also
+        looked for inside tokens.
+        """
+        if tokens is None:
+            tokens = TOKEN.findall(text)
+        present: set[str] = set(self.words.intersection(tokens))
+        if squashed:
+            words = self.words
+            for tok in tokens:
+                if len(tok) > 6:
+                    for i in range(len(tok) - 1):
+                        for k in range(2, min(self._max_word, len(tok) - i) + 1):
+                            if tok[i : i + k] in words:
+                                present.add(tok[i : i + k])
+        done: set[str] = set()
+        hits: list[PatternHit] = []
+        compiled = self._compiled
+        n = len(text)
+        for word in sorted(present):
+            for rule in self.by_word[word]:
+                if rule.id in done:
+                    continue
+                rx = compiled[rule.id]
+                pos = text.find(word)
+                count = 0
+                while pos >= 0 and count < _MAX_OCCURRENCES:
+                    count += 1
+                    if squashed or pos == 0 or not text[pos - 1].isalnum():
+                        m = rx.match(text, pos)
+                        if m is not None:
+                            done.add(rule.id)
+                            hits.append(PatternHit(rule, m.start(), m.end()))
+                            break
+                    pos = text.find(word, pos + 1, n)
+        for lit in self.literals:
+            if lit not in text:
+                continue
+            for rule in self.by_literal[lit]:
+                if rule.id in done:
+                    continue
+                rx = compiled[rule.id]
+                pos = text.find(lit)
+                count = 0
+                while pos >= 0 and count < _MAX_OCCURRENCES:
+                    count += 1
+                    m = rx.match(text, pos)
+                    if m is not None:
+                        done.add(rule.id)
+                        hits.append(PatternHit(rule, m.start(), m.end()))
+                        break
+                    pos = text.find(lit, pos + 1, n)
+        return hits

@@ -18,8 +18,8 @@ run: install
 	$(BIN)/python -m authz_service.devstack.run
 
 lint: install
-	$(BIN)/ruff check authz_service tests benchmarks
-	$(BIN)/ruff format --check authz_service tests benchmarks
+	$(BIN)/ruff check authz_service tests benchmarks scripts
+	$(BIN)/ruff format --check authz_service tests benchmarks scripts
 	$(BIN)/mypy
 
 test: lint

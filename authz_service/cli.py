@@ -124,6 +124,26 @@ def _parser() -> argparse.ArgumentParser:
         "--not-before", type=int, default=0, help="seconds until the token becomes valid (nbf)"
     )
     token.add_argument("--algorithm", default="RS256", choices=["RS256", "ES256"])
+
+    detector = commands.add_parser(
+        "eval-detector",
+        help="run the prompt-injection detector over a labelled JSONL and print its figures",
+    )
+    detector.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help='JSONL with {"text": ..., "label": 0|1, "lang": ...} per line',
+    )
+    detector.add_argument(
+        "--threshold", type=float, default=None, help="score from which a text counts as flagged"
+    )
+    detector.add_argument(
+        "--detector",
+        action="append",
+        choices=["patterns", "classifier"],
+        help="repeatable (default: both)",
+    )
     return parser
 
 
@@ -135,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _api_key(args.api_key_command)
     if args.command == "dev-token":
         return _dev_token(args)
+    if args.command == "eval-detector":
+        return _eval_detector(args)
     if args.command == "check":
         configure_logging(sys.stderr.buffer, args.log_level)
         return _check(args.config)
@@ -156,6 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"authz-service: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _eval_detector(args: argparse.Namespace) -> int:
+    # Imported here: loading the detector's model is for this command, not every command.
+    from authz_service.layers.semantics.injection.evaluate import DEFAULT_THRESHOLD, run_eval
+
+    detectors = frozenset(args.detector or ("patterns", "classifier"))
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    return run_eval(args.data, threshold, detectors)
 
 
 def _validate(config: Path) -> int:

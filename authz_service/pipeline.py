@@ -19,6 +19,7 @@ from authz_service.decision import Decision, Denial
 from authz_service.layers.base import Context, Layer, LayerName, Lifecycle
 from authz_service.layers.identity import IdentityLayer
 from authz_service.layers.protocol import ProtocolLayer
+from authz_service.layers.semantics import SemanticsLayer
 from authz_service.layers.syntax import SyntaxLayer
 from authz_service.policy import Policy
 from authz_service.policy.loader import route_table
@@ -36,14 +37,16 @@ class DecisionObserver(Protocol):
 
 
 def build_layers(policy: Policy) -> list[Layer]:
-    """The layers in DESIGN.md order. Semantics, cost and routing come next, each from its
-    own issue; until they exist they are simply not in the list. A layer no route uses is
-    left out, so it costs nothing."""
+    """The layers in DESIGN.md order. Cost and routing come next, each from its own issue;
+    until they exist they are simply not in the list. A layer no route uses is left out,
+    so it costs nothing."""
     layers: list[Layer] = [ProtocolLayer(policy.unmatched)]
     if policy.identity is not None:
         layers.append(IdentityLayer(policy.identity))
     if any(route.syntax.active for route in policy.routes):
         layers.append(SyntaxLayer())
+    if any(route.semantics.active for route in policy.routes):
+        layers.append(SemanticsLayer())
     return layers
 
 

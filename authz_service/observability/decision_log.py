@@ -63,5 +63,8 @@ class DecisionLog:
             tier=metadata.get("tier"),
             auth=metadata.get("auth_method"),
             credential_id=metadata.get("credential_id"),
+            would_deny=metadata.get("would_deny"),
+            flagged=metadata.get("flagged"),
+            injection=metadata.get("injection"),
             latency_us=latency_ns // 1000,
         )

@@ -1,6 +1,6 @@
 """Prometheus metrics, exported as text on an asyncio HTTP endpoint.
 
-A tiny registry rather than ``prometheus_client``: two metric families, no locks needed
+A tiny registry rather than ``prometheus_client``: a few metric families, no locks needed
 (one event loop per process), and nothing to import on the request path.
 """
 
@@ -19,12 +19,18 @@ _BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 
 class Metrics:
     def __init__(self) -> None:
         self.decisions: Counter[tuple[str, str, str, str]] = Counter()
+        self.dry_run_denials: Counter[tuple[str, str]] = Counter()
+        self.flags: Counter[tuple[str, str]] = Counter()
         self._bucket_counts = [0] * (len(_BUCKETS_S) + 1)
         self._latency_sum_s = 0.0
 
     def observe(self, view: RequestView, decision: Decision, latency_ns: int) -> None:
         key = (decision.route or "", decision.layer or "", decision.reason, str(decision.status))
         self.decisions[key] += 1
+        for reason in _listed(decision.metadata.get("would_deny")):
+            self.dry_run_denials[(decision.route or "", reason)] += 1
+        for reason in _listed(decision.metadata.get("flagged")):
+            self.flags[(decision.route or "", reason)] += 1
         seconds = latency_ns / 1e9
         self._bucket_counts[bisect.bisect_left(_BUCKETS_S, seconds)] += 1
         self._latency_sum_s += seconds
@@ -37,6 +43,21 @@ class Metrics:
         for (route, layer, reason, status), count in sorted(self.decisions.items()):
             labels = f'route="{route}",layer="{layer}",reason="{reason}",status="{status}"'
             lines.append(f"authz_decisions_total{{{labels}}} {count}")
+        for name, help_text, counter in (
+            (
+                "authz_dry_run_denials_total",
+                "Denials a check in dry-run would have made (the request was allowed).",
+                self.dry_run_denials,
+            ),
+            (
+                "authz_flags_total",
+                "Requests a check flagged to the upstream and allowed.",
+                self.flags,
+            ),
+        ):
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            for (route, reason), count in sorted(counter.items()):
+                lines.append(f'{name}{{route="{route}",reason="{reason}"}} {count}')
         lines += [
             "# HELP authz_decision_duration_seconds Time from CheckRequest to Decision.",
             "# TYPE authz_decision_duration_seconds histogram",
@@ -49,6 +70,10 @@ class Metrics:
         lines.append(f"authz_decision_duration_seconds_sum {self._latency_sum_s}")
         lines.append(f"authz_decision_duration_seconds_count {cumulative}")
         return "\n".join(lines) + "\n"
+
+
+def _listed(value: str | None) -> list[str]:
+    return value.split(",") if value else []
 
 
 async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from jsonschema.exceptions import ValidationError
 
 from authz_service.layers.identity import settings as identity_settings
 from authz_service.layers.protocol import settings as protocol_settings
+from authz_service.layers.semantics import settings as semantics_settings
+from authz_service.layers.semantics.settings import SemanticsCatalog
 from authz_service.layers.syntax import settings as syntax_settings
 from authz_service.layers.syntax.settings import SyntaxCatalog
 from authz_service.policy.errors import KeyPath, PolicyError, Problem
@@ -26,17 +29,30 @@ def load_policy(file: str | Path) -> Policy:
     """The compiled policy, or :class:`PolicyError` listing every problem in the file."""
     document = YamlDocument(Path(file))
     problems = list(document.problems)
-    catalog = SyntaxCatalog()
+    catalogs = _Catalogs(SyntaxCatalog(), SemanticsCatalog())
     if not problems:
         problems.extend(_schema_problems(document))
         problems.extend(_cross_check_problems(document))
         problems.extend(_layer_problems(document))
         data = document.data if isinstance(document.data, dict) else {}
-        catalog = syntax_settings.compile_catalog(data, Path(document.file).parent)
-        problems.extend(_located(document, catalog.problems))
+        policy_dir = Path(document.file).parent
+        catalogs = _Catalogs(
+            syntax_settings.compile_catalog(data, policy_dir),
+            semantics_settings.compile_catalog(data, policy_dir),
+        )
+        problems.extend(_located(document, catalogs.syntax.problems))
+        problems.extend(_located(document, catalogs.semantics.problems))
     if problems:
         raise PolicyError(sorted(problems, key=lambda problem: problem.line or 0))
-    return _compile(document, catalog)
+    return _compile(document, catalogs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Catalogs:
+    """What the layers compiled while the file was checked, reused to build the routes."""
+
+    syntax: SyntaxCatalog
+    semantics: SemanticsCatalog
 
 
 def _schema_problems(document: YamlDocument) -> Iterator[Problem]:
@@ -110,27 +126,31 @@ def _located(document: YamlDocument, found: Iterable[tuple[KeyPath, str]]) -> It
         yield Problem(document.file, path, message, document.line_of(path))
 
 
-def _compile(document: YamlDocument, catalog: SyntaxCatalog) -> Policy:
+def _compile(document: YamlDocument, catalogs: _Catalogs) -> Policy:
     """The request-time form of a file that passed every check."""
     raw: dict[str, Any] = document.data
     layer_defaults = raw.get("defaults", {})
     routes = []
     for entry in raw["routes"]:
         ((kind, pattern),) = entry["match"]["path"].items()
+        blocks = {
+            layer: {**layer_defaults.get(layer, {}), **entry.get(layer, {})}
+            for layer in ("protocol", "identity", "syntax", "semantics")
+        }
+        syntax = syntax_settings.build_route(blocks["syntax"], catalogs.syntax)
         routes.append(
             Route(
                 name=entry["name"],
                 hosts=HostMatcher.compile(entry["match"].get("hosts", [])),
                 path=PathMatcher.compile(kind, pattern),
                 methods=frozenset(entry["match"].get("methods", KNOWN_METHODS)),
-                protocol=protocol_settings.build(
-                    {**layer_defaults.get("protocol", {}), **entry.get("protocol", {})}
-                ),
-                identity=identity_settings.build_route(
-                    {**layer_defaults.get("identity", {}), **entry.get("identity", {})}
-                ),
-                syntax=syntax_settings.build_route(
-                    {**layer_defaults.get("syntax", {}), **entry.get("syntax", {})}, catalog
+                protocol=protocol_settings.build(blocks["protocol"]),
+                identity=identity_settings.build_route(blocks["identity"]),
+                syntax=syntax,
+                semantics=semantics_settings.build_route(
+                    blocks["semantics"],
+                    catalogs.semantics,
+                    syntax.llm.api if syntax.llm is not None else None,
                 ),
             )
         )

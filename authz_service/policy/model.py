@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from authz_service.layers.identity.settings import IdentityRoute, IdentitySettings
 from authz_service.layers.protocol.settings import ProtocolSettings
+from authz_service.layers.semantics.settings import SemanticsRoute
 from authz_service.layers.syntax.settings import SyntaxRoute
 from authz_service.policy.routes import HostMatcher, PathMatcher
 
@@ -21,6 +22,7 @@ class Route:
     protocol: ProtocolSettings
     identity: IdentityRoute
     syntax: SyntaxRoute
+    semantics: SemanticsRoute
 
 
 @dataclass(frozen=True, slots=True)

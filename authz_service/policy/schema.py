@@ -6,6 +6,7 @@ from typing import Any
 
 from authz_service.layers.identity import settings as identity_settings
 from authz_service.layers.protocol import settings as protocol_settings
+from authz_service.layers.semantics import settings as semantics_settings
 from authz_service.layers.syntax import settings as syntax_settings
 from authz_service.policy.model import KNOWN_METHODS
 
@@ -16,6 +17,7 @@ _LAYERS: dict[str, Any] = {
     "protocol": protocol_settings.SCHEMA,
     "identity": identity_settings.ROUTE_SCHEMA,
     "syntax": syntax_settings.ROUTE_SCHEMA,
+    "semantics": semantics_settings.ROUTE_SCHEMA,
 }
 """Each layer's settings block; a route and ``defaults`` carry one of each."""
 
@@ -77,6 +79,7 @@ POLICY_SCHEMA: dict[str, Any] = {
         },
         "identity": identity_settings.SECTION_SCHEMA,
         "syntax": syntax_settings.SECTION_SCHEMA,
+        "semantics": semantics_settings.SECTION_SCHEMA,
         "defaults": {"type": "object", "additionalProperties": False, "properties": _LAYERS},
         "unmatched": {
             "type": "object",

@@ -142,14 +142,16 @@ def _getter(subject: str) -> Getter:
 
 
 def _body_value(pointer: str) -> Getter:
+    parent, _, last = pointer.rpartition("/")
+    key = last.replace("~1", "/").replace("~0", "~")
+
     def get(ctx: Context) -> Any:
         document = ctx.json_body
         if document is NO_JSON_BODY:
             return _MISSING
         if not pointer:
             return document
-        container = resolve_pointer(document, pointer.rsplit("/", 1)[0] or "")
-        key = pointer.rsplit("/", 1)[1].replace("~1", "/").replace("~0", "~")
+        container = resolve_pointer(document, parent) if parent else document
         # resolve_pointer cannot tell a JSON null from an absent key; the parent can.
         if isinstance(container, dict):
             return container.get(key, _MISSING)

@@ -1,5 +1,7 @@
-"""What the syntax layer costs per request, in process: a chat body (built-in OpenAI
-schema and tier limits) and 1 MB images (raw PNG, raw JPEG, base64 in JSON).
+"""What the syntax and semantic layers cost per request, in process. Syntax: a chat body
+(built-in OpenAI schema and tier limits) and 1 MB images (raw PNG, raw JPEG, base64 in
+JSON). Semantics: the demo's rules, its Rego policy, and injection detection on the same
+chat body.
 
 The layer is timed alone, on the context the protocol layer prepared, next to the whole
 pipeline for the same request. For images the baseline, measured in the same run, is
@@ -13,6 +15,7 @@ import base64
 import io
 import json
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -22,9 +25,12 @@ from typing import Any, TypeVar, cast
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from PIL import Image
 
+from authz_service.devstack.stack import DEMO_POLICY
 from authz_service.envoy_codec import request_view
-from authz_service.layers.base import Context
+from authz_service.layers.base import Context, Layer
+from authz_service.layers.identity import Principal
 from authz_service.layers.protocol import ProtocolLayer
+from authz_service.layers.semantics import SemanticsLayer
 from authz_service.layers.syntax import SyntaxLayer
 from authz_service.pipeline import Pipeline
 from authz_service.policy import Policy, load_policy
@@ -34,6 +40,9 @@ T = TypeVar("T")
 
 POLICY = """
 version: 1
+semantics:
+  rego:
+    tenants: { modules: [rego/tenants.rego], data: [rego/tenants.json] }
 routes:
   - name: chat
     match: { path: { exact: /v1/chat/completions }, methods: [POST] }
@@ -43,6 +52,24 @@ routes:
         api: openai.chat_completions
         limits:
           "*": { max_messages: 64, max_total_chars: 100000, max_output_tokens: 4096 }
+  - name: rules
+    match: { path: { exact: /rules }, methods: [POST] }
+    semantics:
+      rules:
+        - name: model-for-tier
+          unless:
+            any:
+              - { body/model: { in: [gpt-4o-mini, llama-3-8b] } }
+              - { body/model: gpt-4o, principal.tier: pro }
+        - { name: one-choice, when: { body/n: { gt: 1 }, principal.tier: { not_in: [pro] } } }
+        - { name: no-tools, when: { body/tools: { present: true }, principal.tier: free } }
+        - { name: user-expected, unless: { body/user: { present: true } }, mode: dry_run }
+  - name: rego
+    match: { path: { exact: /rego }, methods: [POST] }
+    semantics: { rego: tenants }
+  - name: injection
+    match: { path: { exact: /injection }, methods: [POST] }
+    semantics: { injection: { api: openai.chat_completions, roles: [user, tool] } }
   - name: classify
     match: { path: { exact: /v1/classify }, methods: [POST] }
     protocol: { content_types: [application/json, image/*], max_body_bytes: 4194304 }
@@ -111,34 +138,67 @@ def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("the coroutine waited")
 
 
-def layer_us(policy: Policy, request: CheckRequest) -> tuple[float, float]:
-    """(syntax layer µs, whole pipeline µs) for ``request``: the layer is timed alone on
-    the context the protocol layer prepared (body decoded, JSON parsed)."""
+PRINCIPAL = Principal(
+    subject="alice",
+    tenant="demo",
+    tier="pro",
+    roles=frozenset({"user"}),
+    scopes=frozenset(),
+    method="jwt",
+    provider="bench",
+)
+
+
+def layer_us(policy: Policy, request: CheckRequest, layer: Layer) -> tuple[float, float]:
+    """(``layer`` µs, whole pipeline µs) for ``request``: the layer is timed alone on the
+    context the protocol layer prepared (body decoded, JSON parsed), as a pro principal."""
     view = request_view(request)
     resolution = route_table(policy).resolve(view.host, view.method, view.path)
-    ctx = Context(view=view, decision_id="bench", route=resolution.route)
+    ctx = Context(view=view, decision_id="bench", route=resolution.route, principal=PRINCIPAL)
     assert run_now(ProtocolLayer(policy.unmatched).check(ctx)) is None
-    syntax = SyntaxLayer()
-    denial = run_now(syntax.check(ctx))
+    denial = run_now(layer.check(ctx))
     assert denial is None, denial
     pipeline = Pipeline(policy)
     loop = asyncio.new_event_loop()
     try:
         return (
-            per_call_us(lambda: run_now(syntax.check(ctx))),
+            # Layers add to the context; a fresh request starts with nothing added.
+            per_call_us(lambda: (ctx.metadata.clear(), run_now(layer.check(ctx)))),
             per_call_us(lambda: loop.run_until_complete(pipeline.decide(view))),
         )
     finally:
         loop.close()
 
 
-def measure() -> list[tuple[str, float, float]]:
-    """(what, syntax layer µs, pipeline µs) per request, then the baseline for images:
-    what decoding them costs (the classifier's first step), as (what, µs, 0)."""
+def load_bench_policy() -> Policy:
+    """The policy above, next to a copy of the demo's Rego module and data."""
     with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(DEMO_POLICY.parent / "rego", Path(tmp) / "rego")
         file = Path(tmp) / "policy.yaml"
         file.write_text(POLICY)
-        policy = load_policy(file)
+        return load_policy(file)
+
+
+def measure_semantics(policy: Policy) -> list[tuple[str, float, float]]:
+    """(what, semantic layer µs, pipeline µs) for the chat body on each semantic route."""
+    layer = SemanticsLayer()
+    body = chat_body()
+    return [
+        (
+            f"{what} ({len(body)} B chat body)",
+            *layer_us(policy, check_request(path, "application/json", body), layer),
+        )
+        for what, path in (
+            ("4 rules, one in dry-run", "/rules"),
+            ("Rego: the demo tenants policy", "/rego"),
+            ("injection detection", "/injection"),
+        )
+    ]
+
+
+def measure(policy: Policy) -> list[tuple[str, float, float]]:
+    """(what, syntax layer µs, pipeline µs) per request, then the baseline for images:
+    what decoding them costs (the classifier's first step), as (what, µs, 0)."""
     png, jpeg = noisy_image("PNG", 1_000_000), noisy_image("JPEG", 1_000_000)
     requests = {
         f"chat body ({len(chat_body())} B)": check_request(
@@ -152,7 +212,8 @@ def measure() -> list[tuple[str, float, float]]:
             json.dumps({"image": base64.b64encode(jpeg).decode()}).encode(),
         ),
     }
-    results = [(name, *layer_us(policy, request)) for name, request in requests.items()]
+    syntax = SyntaxLayer()
+    results = [(name, *layer_us(policy, request, syntax)) for name, request in requests.items()]
     for name, data in (("PNG", png), ("JPEG", jpeg)):
         decode_us = per_call_us(lambda data=data: Image.open(io.BytesIO(data)).load())  # type: ignore[misc]
         results.append((f"baseline: Pillow decoding the {name}", decode_us, 0.0))
@@ -160,9 +221,14 @@ def measure() -> list[tuple[str, float, float]]:
 
 
 def report() -> None:
+    policy = load_bench_policy()
+    print("\nsemantic layer, in process, per request")
+    print(f"  {'check':<44}{'semantic layer µs':>18}{'whole pipeline µs':>19}")
+    for name, layer, pipeline in measure_semantics(policy):
+        print(f"  {name:<44}{layer:>18.1f}{pipeline:>19.1f}")
     print("\nsyntax layer, in process, per request")
     print(f"  {'request':<44}{'syntax layer µs':>16}{'whole pipeline µs':>19}")
-    results = measure()
+    results = measure(policy)
     for name, layer, pipeline in results:
         print(f"  {name:<44}{layer:>16.1f}{pipeline:>19.1f}" if pipeline else "", end="")
         print("" if pipeline else f"  {name:<44}{layer:>16.1f}", end="\n")

@@ -447,3 +447,10 @@ def test_unreadable_module(tmp_path: Path) -> None:
     with pytest.raises(RegoCompileError, match="UTF-8") as caught:
         RegoPolicy.compile([latin])
     assert caught.value.problems[0].line == 2
+
+
+def test_comments_do_not_widen_the_input_projection() -> None:
+    from authz_service.layers.semantics.rego import _projection
+
+    module = '# Reads input (prose)\npackage authz\nallow if input.principal.tier == "#pro"\n'
+    assert _projection(iter([module])) == {"principal": {"tier": None}}

@@ -616,12 +616,22 @@ _INPUT = re.compile(r"(?<![A-Za-z0-9_])input(?![A-Za-z0-9_])")
 _SEGMENT = re.compile(r'\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*"([^"\\]*)"\s*\])')
 
 
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
+
+
+def _without_comments(text: str) -> str:
+    """``text`` with its comments blanked (strings kept: a ``#`` in a string stays)."""
+    return _STRING_OR_COMMENT.sub(
+        lambda found: " " * len(found[0]) if found[0].startswith("#") else found[0], text
+    )
+
+
 def _projection(texts: Iterator[str]) -> _Projection | None:
-    """The input paths named in the modules' text (every ``input`` token, comments and
-    strings included, so that it can only over-include); None when one names ``input``
-    itself, or reads it with a computed key."""
+    """The input paths named in the modules' code (every ``input`` token, strings
+    included, so that it can only over-include); None when one names ``input`` itself,
+    or reads it with a computed key. Comments do not count: prose says "input" freely."""
     root: _Projection = {}
-    for text in texts:
+    for text in map(_without_comments, texts):
         for match in _INPUT.finditer(text):
             chain: list[str] = []
             position = match.end()

@@ -171,3 +171,57 @@ def test_rego_syntax_errors_fail_validate_with_module_and_line(policy: Path) -> 
     assert result.returncode == 1
     assert "semantics.rego.tenants" in result.stderr
     assert "tenants.rego:" in result.stderr
+
+
+INPUT_ECHO = """
+package authz
+
+import rego.v1
+
+decision := {"allowed": true, "headers": {
+    "x-seen-method": input.attributes.request.http.method,
+    "x-seen-path": concat("/", input.parsed_path),
+    "x-seen-query": input.parsed_query.k[0],
+    "x-seen-model": input.parsed_body.model,
+    "x-seen-tier": input.principal.tier,
+    "x-seen-route": input.route,
+    "x-seen-auth": object.get(input.attributes.request.http.headers, "x-api-key", "absent"),
+    "x-seen-bearer": object.get(input.attributes.request.http.headers, "authorization", "absent"),
+}}
+"""
+
+
+def test_the_rego_input_looks_like_opa_envoys(tmp_path: Path) -> None:
+    (tmp_path / "echo.rego").write_text(INPUT_ECHO)
+    policy = write_policy(
+        tmp_path,
+        POLICY.replace("semantics: { rego: tenants }", "semantics: { rego: echo }").replace(
+            "    semantics:\n      rego:\n",
+            "    semantics:\n      rego:\n        echo: { modules: [echo.rego] }\n",
+        ),
+    )
+    (tmp_path / "tenants.rego").write_text(REGO)
+    (tmp_path / "blocked.json").write_text(json.dumps({"blocked": ["evil"]}))
+    request = check_request(
+        "POST",
+        "/governed?k=v",
+        headers={
+            "content-type": "application/json",
+            "x-api-key": FREE,
+            "authorization": "Bearer secret-token",
+        },
+        body=b'{"model": "m"}',
+    )
+    decision = asyncio.run(Pipeline(load_policy(policy)).decide(request_view(request)))
+    assert decision.allowed, decision.message
+    seen = {name: value for name, value in decision.headers.items() if name.startswith("x-seen")}
+    assert seen == {
+        "x-seen-method": "POST",
+        "x-seen-path": "governed",
+        "x-seen-query": "v",
+        "x-seen-model": "m",
+        "x-seen-tier": "free",
+        "x-seen-route": "governed",
+        "x-seen-auth": "absent",  # credentials never reach policies: input.principal does
+        "x-seen-bearer": "absent",
+    }

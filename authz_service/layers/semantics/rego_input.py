@@ -10,12 +10,14 @@ from urllib.parse import parse_qs
 from authz_service.layers.base import NO_JSON_BODY, Context
 
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-"""Never handed to policies: the identity layer has verified them; use ``input.principal``."""
+"""Never handed to policies: the identity layer has verified them; use ``input.principal``.
+Neither are the headers the upstream will not get (API-key headers, spoofed ``x-authz-*``)."""
 
 
 def rego_input(ctx: Context) -> dict[str, Any]:
     view = ctx.view
     principal = ctx.principal
+    hidden = CREDENTIAL_HEADERS.union(ctx.headers_to_remove)
     path = view.path + (f"?{view.query}" if view.query else "")
     return {
         "attributes": {
@@ -30,7 +32,7 @@ def rego_input(ctx: Context) -> dict[str, Any]:
                     "headers": {
                         name: value
                         for name, value in view.headers.items()
-                        if name not in CREDENTIAL_HEADERS
+                        if name not in hidden
                     },
                     "size": view.full_body_size,
                 }

@@ -23,6 +23,7 @@ weak cues combine there).
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ class Rule:
     pattern: str  # the full regex (lead + rest), spaces already replaced by gaps
     triggers: tuple[str, ...]  # first words of the lead phrases (or literal triggers)
     literal: bool  # triggers are literal substrings, not word tokens
+    phrases: tuple[str, ...] = ()  # the lead phrases (word rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,15 @@ def _rule(
     else:
         lead_rx = "|".join(_GAP.join(re.escape(x) for x in p.split()) for p in phrases)
         triggers = tuple(sorted({p.split()[0] for p in phrases}))
-    return Rule(rid, cat, score, prefix + "(?:" + lead_rx + ")" + _w(rest), triggers, literal)
+    return Rule(
+        rid,
+        cat,
+        score,
+        prefix + "(?:" + lead_rx + ")" + _w(rest),
+        triggers,
+        literal,
+        () if literal else tuple(phrases),
+    )
 
 
 _Q = (
@@ -593,40 +603,106 @@ RULES: tuple[Rule, ...] = tuple(sorted(_RULES, key=lambda r: (-r.score, r.id)))
 
 
 class PatternLibrary:
-    """All rules compiled once; rules are tried only where their triggers occur."""
+    """All rules compiled once; rules are tried only where their triggers occur.
+
+    Triggers are looked up in C: the first one or two tokens of every lead phrase form a key
+    ("ignore", "you are", "do anything"); the keys present in a text are the intersection of the
+    key set with the text's tokens and token bigrams. A rule is then tried (``re.match``) only
+    at the occurrences of its anchor word (the lead's first token). Literal triggers are found
+    by one combined regex. Squashed text (spaced view) falls back to looking for anchor words
+    inside tokens.
+    """
 
     def __init__(self, rules: tuple[Rule, ...] = RULES) -> None:
         self.rules = rules
         self._compiled = {r.id: re.compile(r.pattern, re.MULTILINE) for r in rules}
         self.by_word: dict[str, list[Rule]] = {}
         self.by_literal: dict[str, list[Rule]] = {}
+        by_key: dict[str, tuple[str, list[Rule]]] = {}
         for r in rules:
             table = self.by_literal if r.literal else self.by_word
             for t in r.triggers:
                 table.setdefault(t, []).append(r)
+            for phrase in r.phrases:
+                toks = TOKEN.findall(phrase)
+                if not toks:
+                    continue
+                key = " ".join(toks[:2])
+                entry = by_key.setdefault(key, (toks[0], []))
+                if r not in entry[1]:
+                    entry[1].append(r)
+        self._by_key = by_key
+        self.keys = frozenset(by_key)
         self.words = frozenset(self.by_word)
         self.literals = tuple(sorted(self.by_literal))
         self._max_word = max(map(len, self.words))
-        self.combined = re.compile(
-            "|".join(f"(?P<r{i}>{r.pattern})" for i, r in enumerate(rules)), re.MULTILINE
+        # rules to try where a literal matched: those of every literal that is a prefix of it
+        self._lit_rules: dict[str, list[Rule]] = {}
+        for lit in self.literals:
+            rs: list[Rule] = []
+            for other in self.literals:
+                if lit.startswith(other):
+                    rs.extend(x for x in self.by_literal[other] if x not in rs)
+            self._lit_rules[lit] = sorted(rs, key=lambda x: (-x.score, x.id))
+        self._lit_rx = re.compile(
+            "|".join(re.escape(x) for x in sorted(self.literals, key=lambda x: (-len(x), x)))
         )
-        self._by_group = {f"r{i}": r for i, r in enumerate(rules)}
 
     def single(self, rule_id: str) -> re.Pattern[str]:
         return self._compiled[rule_id]
 
+    def _anchored(
+        self,
+        text: str,
+        anchor: str,
+        rules: list[Rule],
+        done: set[str],
+        hits: list[PatternHit],
+        boundary: bool,
+    ) -> None:
+        """Try ``rules`` at the occurrences of ``anchor`` (after a non-alphanumeric if
+        ``boundary``); record the first hit of each."""
+        todo = [r for r in rules if r.id not in done]
+        if not todo:
+            return
+        positions: list[int] = []
+        find = text.find
+        pos = find(anchor)
+        while pos >= 0 and len(positions) < _MAX_OCCURRENCES:
+            if not boundary or pos == 0 or not text[pos - 1].isalnum():
+                positions.append(pos)
+            pos = find(anchor, pos + 1)
+        if not positions:
+            return
+        compiled = self._compiled
+        for rule in todo:
+            match = compiled[rule.id].match
+            for p in positions:
+                m = match(text, p)
+                if m is not None:
+                    done.add(rule.id)
+                    hits.append(PatternHit(rule, m.start(), m.end()))
+                    break
+
     def find(
-        self, text: str, tokens: list[str] | None = None, squashed: bool = False
+        self,
+        text: str,
+        tokens: list[str] | None = None,
+        squashed: bool = False,
+        bigrams: list[str] | None = None,
     ) -> list[PatternHit]:
-        """First hit of each rule in ``text`` (``tokens``: the text's tokens, if known).
+        """First hit of each rule in ``text`` (``tokens``/``bigrams``: the text's tokens and
+        token bigrams, if known).
 
         ``squashed``: the text has words glued together (spaced view); triggers are then also
         looked for inside tokens.
         """
         if tokens is None:
             tokens = TOKEN.findall(text)
-        present: set[str] = set(self.words.intersection(tokens))
+        done: set[str] = set()
+        hits: list[PatternHit] = []
         if squashed:
+            present: set[str] = set(self.words.intersection(tokens))
             words = self.words
             for tok in tokens:
                 if len(tok) > 6:
@@ -634,41 +710,23 @@ class PatternLibrary:
                         for k in range(2, min(self._max_word, len(tok) - i) + 1):
                             if tok[i : i + k] in words:
                                 present.add(tok[i : i + k])
-        done: set[str] = set()
-        hits: list[PatternHit] = []
-        compiled = self._compiled
-        n = len(text)
-        for word in sorted(present):
-            for rule in self.by_word[word]:
-                if rule.id in done:
-                    continue
-                rx = compiled[rule.id]
-                pos = text.find(word)
-                count = 0
-                while pos >= 0 and count < _MAX_OCCURRENCES:
-                    count += 1
-                    if squashed or pos == 0 or not text[pos - 1].isalnum():
-                        m = rx.match(text, pos)
-                        if m is not None:
-                            done.add(rule.id)
-                            hits.append(PatternHit(rule, m.start(), m.end()))
-                            break
-                    pos = text.find(word, pos + 1, n)
-        for lit in self.literals:
-            if lit not in text:
-                continue
-            for rule in self.by_literal[lit]:
-                if rule.id in done:
-                    continue
-                rx = compiled[rule.id]
-                pos = text.find(lit)
-                count = 0
-                while pos >= 0 and count < _MAX_OCCURRENCES:
-                    count += 1
-                    m = rx.match(text, pos)
-                    if m is not None:
-                        done.add(rule.id)
-                        hits.append(PatternHit(rule, m.start(), m.end()))
-                        break
-                    pos = text.find(lit, pos + 1, n)
+            for word in sorted(present):
+                self._anchored(text, word, self.by_word[word], done, hits, False)
+        else:
+            if bigrams is None:
+                bigrams = list(map(" ".join, itertools.pairwise(tokens)))
+            keys = self.keys
+            found = set(keys.intersection(tokens))
+            found.update(keys.intersection(bigrams))
+            if found:
+                per_anchor: dict[str, list[Rule]] = {}
+                for key in sorted(found):
+                    anchor, rs = self._by_key[key]
+                    lst = per_anchor.setdefault(anchor, [])
+                    lst.extend(r for r in rs if r not in lst)
+                for anchor, rs in per_anchor.items():
+                    self._anchored(text, anchor, rs, done, hits, True)
+        lits = set(self._lit_rx.findall(text))
+        for lit in sorted(lits):
+            self._anchored(text, lit, self._lit_rules[lit], done, hits, False)
         return hits

@@ -4,11 +4,16 @@
         --data ../shared/datasets/prompt_injection/dev.jsonl
 
 1. Every row is analysed once by the pattern detector (normalized text, tokens, rules fired).
-2. Stratified 5-fold cross-validation (fixed seed): a logistic regression (Adagrad, L2) is
-   trained on 4 folds and the WHOLE detector (patterns + that fold's classifier) scans the
-   held-out fold. These held-out numbers are the honest ones. Caveat: the pattern library was
-   tuned by looking at this same data, so even they are somewhat optimistic.
-3. The final model is trained on all rows and written into the package (model.json); the
+2. Stratified 5-fold cross-validation over the dev rows only (fixed seed): a logistic
+   regression (Adagrad, L2) is trained on 4 folds plus the project-authored rows
+   (``scripts/data/injection_extra.jsonl``: hard negatives and de/fr/es attack paraphrases,
+   never in a test fold) and the WHOLE detector (patterns + that fold's classifier) scans the
+   held-out fold. The threshold with the best recall at FPR <= 3 % is chosen from these
+   scores (set DEFAULT_THRESHOLD in evaluate.py to it).
+3. A second CV grouped by source file (rows of one source never split across train/test)
+   shows how the detector generalizes to unseen attack styles. Caveat for both: the pattern
+   library was tuned by looking at this same data, so even they are somewhat optimistic.
+4. The final model is trained on all rows and written into the package (model.json); the
    shipped detector is then evaluated on the full dev set (optimistic: it has seen the rows).
 """
 
@@ -26,18 +31,19 @@ import orjson
 from authz_service.layers.semantics.injection.classifier import MODEL_PATH, Model, features
 from authz_service.layers.semantics.injection.detector import InjectionDetector
 from authz_service.layers.semantics.injection.evaluate import (
-    DEFAULT_THRESHOLD,
     evaluate,
     format_report,
     load_rows,
 )
+from authz_service.layers.semantics.injection.types import TextSegment
 
 SEED = 20240611
 FOLDS = 5
-EPOCHS = 10
-LR = 0.2
-L2 = 1e-5
+EPOCHS = 30
+LR = 0.5
+L2 = 1e-4
 MIN_DF = 2
+EXTRA_PATH = Path(__file__).with_name("data") / "injection_extra.jsonl"
 PRUNE = 0.002
 
 Sample = tuple[list[tuple[str, float]], int]
@@ -47,7 +53,7 @@ def vectorize(det: InjectionDetector, rows: list[dict[str, object]]) -> list[Sam
     out: list[Sample] = []
     for row in rows:
         a = det.analyze(str(row["text"]))
-        scaled, extra = features(a.norm, a.rules, a.tokens)
+        scaled, extra = features(a.norm, a.rules, a.tokens, a.bigrams)
         counts: dict[str, float] = {}
         w = 1.0 / math.sqrt(len(scaled)) if scaled else 0.0
         for f in scaled:
@@ -88,6 +94,7 @@ def train(samples: list[Sample], seed: int) -> Model:
 
 
 def folds(labels: list[int], k: int, seed: int) -> list[int]:
+    """Stratified folds (fixed seed)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible shuffling, not security
     fold = [0] * len(labels)
     for cls in (0, 1):
@@ -98,69 +105,139 @@ def folds(labels: list[int], k: int, seed: int) -> list[int]:
     return fold
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=MODEL_PATH)
-    ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    args = ap.parse_args(argv)
-    t_start = time.process_time()
-    rows = load_rows(args.data)
-    labels = [int(str(r["label"])) for r in rows]
-    pat = InjectionDetector(frozenset({"patterns"}))
-    samples = vectorize(pat, rows)
-    fold = folds(labels, FOLDS, SEED)
-    held: list[tuple[int, float]] = []  # (row index, held-out score)
-    cv_rows: list[dict[str, object]] = []
-    for k in range(FOLDS):
-        model = train([s for s, f in zip(samples, fold, strict=True) if f != k], SEED + k)
-        det = InjectionDetector(model=model)
-        test = [i for i in range(len(rows)) if fold[i] == k]
-        sub = [rows[i] for i in test]
-        rep = evaluate(det, sub, args.threshold)
-        print(f"fold {k}: precision {rep.precision:.3f} recall {rep.recall:.3f} fpr {rep.fpr:.3f}")
-        from authz_service.layers.semantics.injection.types import TextSegment
+def source_groups(rows: list[dict[str, object]]) -> list[int]:
+    """Group id per row: rows whose ``source`` shares a file (``repo@commit:a+b``) are joined."""
+    parent: dict[str, str] = {}
 
-        for i in test:
-            held.append((i, det.scan([TextSegment("", "user", str(rows[i]["text"]))]).score))
-        cv_rows.extend(sub)
-    print("\n== cross-validated (held-out) threshold sweep, whole detector ==")
-    for thr in (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9):
-        tp = sum(1 for i, s in held if labels[i] == 1 and s >= thr)
-        fp = sum(1 for i, s in held if labels[i] == 0 and s >= thr)
-        npos = sum(labels)
-        nneg = len(labels) - npos
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        print(f"  thr {thr:.2f}: precision {prec:.3f} recall {tp / npos:.3f} fpr {fp / nneg:.3f}")
-    # Per-language CV numbers at the chosen threshold (reuse the evaluation formatting).
-    print(f"\n== cross-validated (held-out) report at threshold {args.threshold:.2f} ==")
-    score = dict(held)
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    keys: list[list[str]] = []
+    for row in rows:
+        src = str(row.get("source") or "?")
+        repo, _, paths = src.partition(":")
+        files = [f"{repo}:{p}" for p in paths.split("+")] if paths else [src]
+        keys.append(files)
+        for f in files[1:]:
+            parent[root(f)] = root(files[0])
+    ids: dict[str, int] = {}
+    return [ids.setdefault(root(files[0]), len(ids)) for files in keys]
+
+
+def grouped_folds(groups: list[int], k: int) -> list[int]:
+    """Whole groups per fold, largest group first into the smallest fold (deterministic)."""
+    size: dict[int, int] = {}
+    for g in groups:
+        size[g] = size.get(g, 0) + 1
+    load = [0] * k
+    where: dict[int, int] = {}
+    for g in sorted(size, key=lambda g: (-size[g], g)):
+        f = min(range(k), key=lambda i: (load[i], i))
+        where[g] = f
+        load[f] += size[g]
+    return [where[g] for g in groups]
+
+
+def cross_validate(
+    rows: list[dict[str, object]],
+    samples: list[Sample],
+    extra: list[Sample],
+    fold: list[int],
+    name: str,
+) -> list[float]:
+    """Held-out whole-detector score per dev row (``extra`` is in every training fold)."""
+    scores = [0.0] * len(rows)
+    for k in range(FOLDS):
+        train_set = [s for s, f in zip(samples, fold, strict=True) if f != k] + extra
+        model = train(train_set, SEED + k)
+        det = InjectionDetector(model=model)
+        for i in range(len(rows)):
+            if fold[i] == k:
+                seg = [TextSegment("", "user", str(rows[i]["text"]))]
+                scores[i] = det.scan(seg).score
+    print(f"\n== {name}: held-out threshold sweep, whole detector ==")
+    labels = [int(str(r["label"])) for r in rows]
+    for thr in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9):
+        print("  " + _summary(labels, scores, thr))
+    return scores
+
+
+def _summary(labels: list[int], scores: list[float], thr: float) -> str:
+    tp = sum(1 for y, s in zip(labels, scores, strict=True) if y == 1 and s >= thr)
+    fp = sum(1 for y, s in zip(labels, scores, strict=True) if y == 0 and s >= thr)
+    npos = sum(labels)
+    nneg = len(labels) - npos
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    return (
+        f"thr {thr:.2f}: precision {prec:.3f} recall {tp / npos:.3f} fpr {fp / nneg:.3f}"
+        f" (tp {tp} fp {fp} of {npos} pos / {nneg} neg)"
+    )
+
+
+def best_threshold(labels: list[int], scores: list[float], max_fpr: float) -> float:
+    """The lowest threshold on a 0.01 grid (best recall) whose FPR is at most ``max_fpr``."""
+    nneg = labels.count(0)
+    for step in range(30, 100):
+        thr = step / 100
+        fp = sum(1 for y, s in zip(labels, scores, strict=True) if y == 0 and s >= thr)
+        if fp / nneg <= max_fpr:
+            return thr
+    return 0.99
+
+
+def per_language(rows: list[dict[str, object]], scores: list[float], thr: float) -> None:
     langs: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
+    for row, s in zip(rows, scores, strict=True):
         st = langs.setdefault(str(row.get("lang")), [0, 0, 0, 0])
-        hit = score[i] >= args.threshold
-        if labels[i] == 1:
+        hit = s >= thr
+        if int(str(row["label"])) == 1:
             st[0] += 1
             st[1] += hit
         else:
             st[2] += 1
             st[3] += hit
-    tp = sum(v[1] for v in langs.values())
-    fp = sum(v[3] for v in langs.values())
-    npos = sum(v[0] for v in langs.values())
-    nneg = sum(v[2] for v in langs.values())
-    print(
-        f"precision {tp / max(1, tp + fp):.3f}  recall {tp / npos:.3f}  fpr {fp / nneg:.3f}"
-        f"  (tp {tp} fp {fp} of {npos} pos / {nneg} neg)"
-    )
     for lang, (p, t, n, f) in sorted(langs.items(), key=lambda kv: -(kv[1][0] + kv[1][2])):
         print(f"  {lang:4} {p:5d} {t / p if p else 0:6.3f} | {n:5d} {f / n if n else 0:6.3f}")
-    final = train(samples, SEED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--extra", type=Path, default=EXTRA_PATH, help="project-authored rows")
+    ap.add_argument("--out", type=Path, default=MODEL_PATH)
+    ap.add_argument("--max-fpr", type=float, default=0.03)
+    ap.add_argument("--threshold", type=float, default=None, help="default: chosen by CV")
+    args = ap.parse_args(argv)
+    t_start = time.process_time()
+    rows = load_rows(args.data)
+    extra_rows = load_rows(args.extra) if args.extra and args.extra.exists() else []
+    labels = [int(str(r["label"])) for r in rows]
+    pat = InjectionDetector(frozenset({"patterns"}))
+    samples = vectorize(pat, rows)
+    extra = vectorize(pat, extra_rows)
+    print(f"dev rows {len(rows)}, project-authored rows {len(extra)} (training only)")
+    strat = cross_validate(rows, samples, extra, folds(labels, FOLDS, SEED), "stratified CV")
+    thr = args.threshold
+    if thr is None:
+        thr = best_threshold(labels, strat, args.max_fpr)
+    print(f"\nchosen threshold (best recall at FPR <= {args.max_fpr}): {thr:.2f}")
+    print("stratified CV: " + _summary(labels, strat, thr))
+    per_language(rows, strat, thr)
+    groups = source_groups(rows)
+    print(f"\n{len(set(groups))} source groups")
+    grouped = cross_validate(
+        rows, samples, extra, grouped_folds(groups, FOLDS), "grouped-by-source CV"
+    )
+    print("grouped CV: " + _summary(labels, grouped, thr))
+    per_language(rows, grouped, thr)
+    final = train(samples + extra, SEED)
     args.out.write_bytes(orjson.dumps(final.to_json(), option=orjson.OPT_SORT_KEYS))
     size = args.out.stat().st_size
     print(f"\nwrote {args.out} ({len(final.weights)} weights, {size / 1024:.0f} KiB)")
     print("\n== shipped model on the FULL dev set (optimistic: trained on these rows) ==")
-    print(format_report(evaluate(InjectionDetector(model=final), rows, args.threshold)))
+    print(format_report(evaluate(InjectionDetector(model=final), rows, thr)))
     print(f"\ntotal CPU {time.process_time() - t_start:.1f} s")
     return 0
 

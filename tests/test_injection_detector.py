@@ -268,11 +268,12 @@ def test_evaluate_small_and_textless(det: InjectionDetector) -> None:
 def test_dev_set_floors(det: InjectionDetector) -> None:
     rows = load_rows(DEV)
     rep = evaluate(det, rows, DEFAULT_THRESHOLD)
-    # The shipped model has seen these rows: these are optimistic floors, a few points below
-    # the measured full-dev numbers (the honest cross-validated ones are printed by the
-    # training script).
-    assert rep.recall >= 0.93
-    assert rep.fpr <= 0.03
+    # The shipped model has seen these rows (measured: recall 0.996, FPR 0.007): these are
+    # optimistic floors a few points below. The honest held-out numbers (stratified CV:
+    # recall 0.877 at FPR 0.029; grouped-by-source CV: recall 0.60 at FPR 0.050) are printed
+    # by scripts/train_injection_model.py.
+    assert rep.recall >= 0.97
+    assert rep.fpr <= 0.02
     text = format_report(rep)
     assert all(str(r["text"])[:40] not in text for r in rows[:200])
     buf = io.StringIO()

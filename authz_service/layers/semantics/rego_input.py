@@ -30,9 +30,7 @@ def rego_input(ctx: Context) -> dict[str, Any]:
                     "protocol": view.protocol,
                     "id": view.request_id,
                     "headers": {
-                        name: value
-                        for name, value in view.headers.items()
-                        if name not in hidden
+                        name: value for name, value in view.headers.items() if name not in hidden
                     },
                     "size": view.full_body_size,
                 }

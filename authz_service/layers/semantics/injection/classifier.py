@@ -31,11 +31,17 @@ _CJK = rx.CJK
 
 
 def features(
-    norm: str, rules: Iterable[str] = (), tokens: list[str] | None = None
+    norm: str,
+    rules: Iterable[str] = (),
+    tokens: list[str] | None = None,
+    bigrams: list[str] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """(scaled text features, unscaled features) of a normalized text."""
+    """(scaled text features, unscaled features) of a normalized text (``tokens`` and their
+    ``bigrams``, if already known)."""
     toks = _TOKEN.findall(norm) if tokens is None else tokens
-    feats = toks + list(map(" ".join, itertools.pairwise(toks)))
+    if bigrams is None or tokens is None:
+        bigrams = list(map(" ".join, itertools.pairwise(toks)))
+    feats = toks + bigrams
     if not norm.isascii():
         for run in _CJK.findall(norm):
             feats.extend("#" + run[i : i + 2] for i in range(len(run) - 1))
@@ -60,9 +66,13 @@ class Model:
         return z + sum(filter(None, map(get, extra)))
 
     def predict(
-        self, norm: str, rules: Iterable[str] = (), tokens: list[str] | None = None
+        self,
+        norm: str,
+        rules: Iterable[str] = (),
+        tokens: list[str] | None = None,
+        bigrams: list[str] | None = None,
     ) -> float:
-        scaled, extra = features(norm, rules, tokens)
+        scaled, extra = features(norm, rules, tokens, bigrams)
         z = self.logit(scaled, extra)
         if z < -35.0:
             return 0.0

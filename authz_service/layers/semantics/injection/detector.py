@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
+from authz_service.layers.semantics.injection._regex import TOKEN
 from authz_service.layers.semantics.injection.classifier import Model, load_model
 from authz_service.layers.semantics.injection.normalize import View, views
 from authz_service.layers.semantics.injection.patterns import PatternLibrary
@@ -39,7 +41,7 @@ def _library() -> PatternLibrary:
 class Analysis:
     """What the detectors saw in one text (also used by the training script)."""
 
-    __slots__ = ("findings", "norm", "rules", "tokens", "views")
+    __slots__ = ("bigrams", "findings", "norm", "rules", "tokens", "views")
 
     def __init__(
         self,
@@ -48,12 +50,14 @@ class Analysis:
         rules: set[str],
         findings: list[Finding],
         vs: list[View],
+        bigrams: list[str] | None = None,
     ) -> None:
         self.norm = norm
         self.tokens = tokens
         self.rules = rules
         self.findings = findings
         self.views = vs
+        self.bigrams = bigrams
 
 
 class InjectionDetector:
@@ -79,11 +83,15 @@ class InjectionDetector:
         vs = views(text)
         main = vs[1] if len(vs) > 1 and vs[1].name == "normalized" else vs[0]
         norm = main.text
+        if main.tokens is None:
+            main.tokens = TOKEN.findall(norm)
+        bigrams = list(map(" ".join, itertools.pairwise(main.tokens)))
         rules: set[str] = set()
         findings: list[Finding] = []
         lib = self._lib
         for v in vs:
-            for hit in lib.find(v.text, v.tokens, v.squashed):
+            hits = lib.find(v.text, v.tokens, v.squashed, bigrams if v is main else None, rules)
+            for hit in hits:
                 rule = hit.rule
                 if rule.id in rules:
                     continue
@@ -101,14 +109,14 @@ class InjectionDetector:
                         v.name,
                     )
                 )
-        return Analysis(norm, main.tokens, rules, findings, vs)
+        return Analysis(norm, main.tokens, rules, findings, vs, bigrams)
 
     def _scan_text(self, pointer: str, text: str, offset: int) -> list[Finding]:
         a = self.analyze(text, pointer, offset)
         out = a.findings if "patterns" in self.detectors else []
         model = self._model
         if model is not None and text.strip():
-            p = model.predict(a.norm, a.rules, a.tokens)
+            p = model.predict(a.norm, a.rules, a.tokens, a.bigrams)
             out.append(
                 Finding(
                     "classifier",

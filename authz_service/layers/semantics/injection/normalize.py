@@ -59,6 +59,10 @@ _INVISIBLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
     "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e0fff]+"
 )
+# Zero-width characters used as word separators ("ignore\u200ball\u200bprevious"): the
+# ``zw_spaced`` view reads each of them as a space (one for one, so spans do not move).
+_ZW_SEP = re.compile("[\u180e\u200b-\u200d\u2060\ufeff](?=\\w)(?<=\\w.)")
+_ZW_ONE = re.compile("[\u180e\u200b-\u200d\u2060\ufeff]")
 _TAG_RUN = re.compile("[\U000e0020-\U000e007e]{4,}")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});?")
 
@@ -124,7 +128,13 @@ _MARKUP_HINT = re.compile(r"[<*_~`]")
 _SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][^\w\n]{1,3}){3,}[^\W\d_](?![^\W\d_])")
 _NON_LETTER = re.compile(r"[\W\d_]+")
 
-_LEET_HINT = re.compile(r"[a-z][0134578@$|!]+[a-z]|\b[0134578@$|][a-z]{2}|[a-z]{2}[0134578@$]\b")
+# Cheap pre-check (the regex starts with a character set, so the scan stays in C): a leet
+# digit/symbol next to a letter.
+_LEET_PRE = re.compile(r"[0134578@$|!](?:(?<=[a-z].)|[a-z])")
+# (regexes below start with a character set, not a look-behind, so the scan stays in C)
+_LEET_HINT = re.compile(
+    r"[0134578@$|!](?:(?<=[a-z].)[0134578@$|!]*[a-z]|(?<=\b.)[a-z]{2}|(?<=[a-z]{2}.)\b)"
+)
 _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a", "$": "s"}
     | {"|": "l", "!": "i"}
@@ -153,7 +163,8 @@ _ROT13 = str.maketrans(
     "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZabcdefghijklm",
 )
 
-_B64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
+_B64 = re.compile(r"[A-Za-z0-9+/_-](?<![A-Za-z0-9+/_-].)[A-Za-z0-9+/_-]{15,}={0,2}")
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{16}")
 _HEX = re.compile(r"(?:\\x[0-9a-fA-F]{2}){6,}|(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :]?){8,}")
 _URL = re.compile(
     r"(?:[A-Za-z0-9._~+!*'(),;:@&=/?-]*%[0-9A-Fa-f]{2}){3,}[A-Za-z0-9._~+!*'(),;:@&=/?-]*"
@@ -301,11 +312,11 @@ def spaced_mapped(norm: str, idx: list[int]) -> tuple[str, list[int]]:
 
 def leet(norm: str, tokens: list[str] | None = None) -> str | None:
     """Read digits/symbols inside words as letters ("1gn0r3" -> "ignore"); None if no hint."""
+    if not _LEET_PRE.search(norm) or not _LEET_HINT.search(norm):
+        return None
     if tokens is not None and not any(
         [not t.isalpha() and not t.isdigit() for t in tokens if len(t) > 2]
     ):
-        return None
-    if not _LEET_HINT.search(norm):
         return None
     return norm.translate(_LEET)
 
@@ -377,7 +388,7 @@ _DECODERS: tuple[tuple[str, re.Pattern[str], Callable[[str], str | None]], ...] 
 def decode_segments(text: str, tokens: list[str] | None = None) -> list[tuple[str, int, int, str]]:
     """Plausible encoded segments of ``text``: (kind, start, end, decoded), at most MAX_DECODED."""
     found: list[tuple[str, int, int, str]] = []
-    long_token = tokens is None or any([len(t) >= 16 for t in tokens])
+    long_token = tokens is None or max(map(len, tokens), default=0) >= 16
     if not text.isascii() and _TAG_RUN.search(text):
         for m in _TAG_RUN.finditer(text):
             found.append(("unicode_tags", m.start(), m.end(), _tags(m.group()) or ""))
@@ -388,7 +399,7 @@ def decode_segments(text: str, tokens: list[str] | None = None) -> list[tuple[st
             continue
         if kind == "base64" and not long_token:
             continue
-        if kind == "hex" and not long_token and "\\x" not in text:
+        if kind == "hex" and "\\x" not in text and not (long_token and _HEX_RUN.search(text)):
             continue
         for m in rx.finditer(text):
             cand = m.group()
@@ -495,6 +506,13 @@ def views(text: str, depth: int = 0, span: tuple[int, int] | None = None) -> lis
             return n.translate(_ROT13), idx
 
         out.append(View("rot13", r13, r13_map, fixed))
+    if not text.isascii() and _ZW_SEP.search(text):
+        alt = _ZW_ONE.sub(" ", text)
+
+        def zw_map() -> tuple[str, list[int]]:
+            return normalize_mapped(alt)
+
+        out.append(View("zw_spaced", normalize(alt), zw_map, fixed))
     if depth < MAX_DEPTH:
         for kind, s, e, decoded in decode_segments(text, toks):
             inner = (s, e) if span is None else span

@@ -33,6 +33,7 @@ __all__ = ["RULES", "PatternHit", "PatternLibrary", "Rule"]
 
 _GAP = r"[\W_]{0,6}"
 _MAX_OCCURRENCES = 24
+_END = r"(?![^\W_])"
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,9 +630,17 @@ class PatternLibrary:
                     continue
                 key = " ".join(toks[:2])
                 entry = by_key.setdefault(key, (toks[0], []))
-                if r not in entry[1]:
+                if all(x.id != r.id for x in entry[1]):
                     entry[1].append(r)
         self._by_key = by_key
+        # where a key occurs as whole tokens: literal-led regexes (fast C search)
+        self._key_rx: dict[str, re.Pattern[str]] = {}
+        for key in by_key:
+            parts = [re.escape(x) for x in key.split(" ")]
+            first = parts[0]
+            self._key_rx[key] = re.compile(
+                first + r"(?<![^\W_]" + first + ")" + "".join(_GAP + x for x in parts[1:]) + _END
+            )
         self.keys = frozenset(by_key)
         self.words = frozenset(self.by_word)
         self.literals = tuple(sorted(self.by_literal))
@@ -642,7 +651,7 @@ class PatternLibrary:
             rs: list[Rule] = []
             for other in self.literals:
                 if lit.startswith(other):
-                    rs.extend(x for x in self.by_literal[other] if x not in rs)
+                    rs.extend(x for x in self.by_literal[other] if x.id not in {y.id for y in rs})
             self._lit_rules[lit] = sorted(rs, key=lambda x: (-x.score, x.id))
         self._lit_rx = re.compile(
             "|".join(re.escape(x) for x in sorted(self.literals, key=lambda x: (-len(x), x)))
@@ -654,28 +663,16 @@ class PatternLibrary:
     def _anchored(
         self,
         text: str,
-        anchor: str,
+        positions: list[int],
         rules: list[Rule],
         done: set[str],
         hits: list[PatternHit],
-        boundary: bool,
     ) -> None:
-        """Try ``rules`` at the occurrences of ``anchor`` (after a non-alphanumeric if
-        ``boundary``); record the first hit of each."""
-        todo = [r for r in rules if r.id not in done]
-        if not todo:
-            return
-        positions: list[int] = []
-        find = text.find
-        pos = find(anchor)
-        while pos >= 0 and len(positions) < _MAX_OCCURRENCES:
-            if not boundary or pos == 0 or not text[pos - 1].isalnum():
-                positions.append(pos)
-            pos = find(anchor, pos + 1)
-        if not positions:
-            return
+        """Try ``rules`` at ``positions``; record the first hit of each."""
         compiled = self._compiled
-        for rule in todo:
+        for rule in rules:
+            if rule.id in done:
+                continue
             match = compiled[rule.id].match
             for p in positions:
                 m = match(text, p)
@@ -684,22 +681,35 @@ class PatternLibrary:
                     hits.append(PatternHit(rule, m.start(), m.end()))
                     break
 
+    @staticmethod
+    def _positions(text: str, anchor: str, boundary: bool) -> list[int]:
+        """Occurrences of ``anchor`` (after a non-alphanumeric if ``boundary``), bounded."""
+        positions: list[int] = []
+        find = text.find
+        pos = find(anchor)
+        while pos >= 0 and len(positions) < _MAX_OCCURRENCES:
+            if not boundary or pos == 0 or not text[pos - 1].isalnum():
+                positions.append(pos)
+            pos = find(anchor, pos + 1)
+        return positions
+
     def find(
         self,
         text: str,
         tokens: list[str] | None = None,
         squashed: bool = False,
         bigrams: list[str] | None = None,
+        skip: set[str] | None = None,
     ) -> list[PatternHit]:
         """First hit of each rule in ``text`` (``tokens``/``bigrams``: the text's tokens and
         token bigrams, if known).
 
         ``squashed``: the text has words glued together (spaced view); triggers are then also
-        looked for inside tokens.
+        looked for inside tokens. ``skip``: ids of rules not to try (already fired elsewhere).
         """
         if tokens is None:
             tokens = TOKEN.findall(text)
-        done: set[str] = set()
+        done: set[str] = set(skip) if skip else set()
         hits: list[PatternHit] = []
         if squashed:
             present: set[str] = set(self.words.intersection(tokens))
@@ -711,22 +721,28 @@ class PatternLibrary:
                             if tok[i : i + k] in words:
                                 present.add(tok[i : i + k])
             for word in sorted(present):
-                self._anchored(text, word, self.by_word[word], done, hits, False)
+                pos = self._positions(text, word, False)
+                if pos:
+                    self._anchored(text, pos, self.by_word[word], done, hits)
         else:
             if bigrams is None:
                 bigrams = list(map(" ".join, itertools.pairwise(tokens)))
             keys = self.keys
             found = set(keys.intersection(tokens))
             found.update(keys.intersection(bigrams))
-            if found:
-                per_anchor: dict[str, list[Rule]] = {}
-                for key in sorted(found):
-                    anchor, rs = self._by_key[key]
-                    lst = per_anchor.setdefault(anchor, [])
-                    lst.extend(r for r in rs if r not in lst)
-                for anchor, rs in per_anchor.items():
-                    self._anchored(text, anchor, rs, done, hits, True)
-        lits = set(self._lit_rx.findall(text))
-        for lit in sorted(lits):
-            self._anchored(text, lit, self._lit_rules[lit], done, hits, False)
+            by_key = self._by_key
+            key_rx = self._key_rx
+            for key in sorted(found):
+                rs = by_key[key][1]
+                if all(r.id in done for r in rs):
+                    continue
+                pos = [
+                    m.start()
+                    for m in itertools.islice(key_rx[key].finditer(text), _MAX_OCCURRENCES)
+                ]
+                if pos:
+                    self._anchored(text, pos, rs, done, hits)
+        for lit in sorted(set(self._lit_rx.findall(text))):
+            pos = self._positions(text, lit, False)
+            self._anchored(text, pos, self._lit_rules[lit], done, hits)
         return hits

@@ -196,13 +196,10 @@ class SemanticsCatalog:
 
 
 def compile_catalog(data: Mapping[str, Any], policy_dir: Path) -> SemanticsCatalog:
+    """The compiled ``semantics:`` section (any shape tolerated: the schema check may have
+    failed) and every problem met on the way, including the routes' rules."""
     catalog = SemanticsCatalog()
-    section = data.get("semantics")
-    policies = section.get("rego") if isinstance(section, Mapping) else None
-    for name, entry in (policies or {}).items() if isinstance(policies, Mapping) else ():
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("modules"), list):
-            continue
-        path: KeyPath = ("semantics", "rego", name)
+    for name, entry in _rego_entries(data):
         try:
             catalog.rego[name] = RegoPolicy.compile(
                 [policy_dir / module for module in entry["modules"]],
@@ -212,9 +209,21 @@ def compile_catalog(data: Mapping[str, Any], policy_dir: Path) -> SemanticsCatal
         except RegoCompileError as exc:
             for problem in exc.problems:
                 where = f"{problem.file}:{problem.line}" if problem.line else problem.file
-                catalog.problems.append((path, f"{where}: {problem.message}"))
+                catalog.problems.append(
+                    (("semantics", "rego", name), f"{where}: {problem.message}")
+                )
     catalog.problems.extend(_route_problems(data, catalog))
     return catalog
+
+
+def _rego_entries(data: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    section = data.get("semantics")
+    policies = section.get("rego") if isinstance(section, Mapping) else None
+    if not isinstance(policies, Mapping):
+        return
+    for name, entry in policies.items():
+        if isinstance(entry, Mapping) and isinstance(entry.get("modules"), list):
+            yield name, entry
 
 
 def _route_problems(

@@ -6,6 +6,7 @@ import http.client
 import json
 import ssl
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,35 @@ from google.protobuf import json_format
 
 from authz_service.decision import Decision
 from authz_service.envoy_codec import request_view
+from authz_service.layers.identity.api_keys import hash_key
 from authz_service.pipeline import Pipeline
 from authz_service.policy import load_policy
+
+TIER_KEYS = {"free": "k-free-0123456789", "pro": "k-pro-0123456789", "trial": "k-trial-0123456789"}
+"""An API key per demo tier, for policies made by :func:`api_key_identity`."""
+
+
+def api_key_identity(
+    tenants: Mapping[str, str] | None = None, roles: Mapping[str, list[str]] | None = None
+) -> str:
+    """A policy's ``identity:`` section (indented for :func:`write_policy`): one API-key
+    principal per tier of :data:`TIER_KEYS`, subject = tier, on the ``x-api-key`` header."""
+    lines = [
+        "    identity:",
+        "      api_keys:",
+        "        - name: keys",
+        "          header: x-api-key",
+    ]
+    lines.append("          principals:")
+    for tier, key in TIER_KEYS.items():
+        lines += [
+            f"            - subject: {tier}",
+            f"              tier: {tier}",
+            f"              tenant: {(tenants or {}).get(tier, 'default')}",
+            f"              roles: {list((roles or {}).get(tier, []))}",
+            f'              keys: [{{ id: {tier}-key, hash: "{hash_key(key)}" }}]',
+        ]
+    return "\n".join(lines)
 
 
 def write_policy(directory: Path, text: str, name: str = "policy.yaml") -> Path:

@@ -13,25 +13,16 @@ import pytest
 
 from authz_service.decision import Decision
 from authz_service.envoy_codec import request_view
-from authz_service.layers.identity.api_keys import hash_key
 from authz_service.observability.metrics import Metrics
 from authz_service.pipeline import Pipeline
 from authz_service.policy import PolicyError, load_policy
-from tests.helpers import check_request, write_policy
+from tests.helpers import TIER_KEYS, api_key_identity, check_request, write_policy
 
-FREE, PRO = "k-free-0123456789", "k-pro-0123456789"
+FREE, PRO = TIER_KEYS["free"], TIER_KEYS["pro"]
 
 POLICY = f"""
     version: 1
-    identity:
-      api_keys:
-        - name: keys
-          header: x-api-key
-          principals:
-            - {{ subject: f, tenant: acme, tier: free, roles: [user],
-                 keys: [{{ id: f1, hash: "{hash_key(FREE)}" }}] }}
-            - {{ subject: p, tenant: initech, tier: pro, roles: [user, admin],
-                 keys: [{{ id: p1, hash: "{hash_key(PRO)}" }}] }}
+{api_key_identity(roles={"free": ["user"], "pro": ["user", "admin"]})}
     routes:
       - name: chat
         match: {{ path: {{ exact: /v1/chat/completions }}, methods: [POST] }}

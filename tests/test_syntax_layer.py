@@ -14,23 +14,15 @@ import pytest
 
 from authz_service.decision import Decision
 from authz_service.devstack.run import png_declaring
-from authz_service.layers.identity.api_keys import hash_key
 from authz_service.policy import PolicyError, load_policy
-from tests.helpers import check_request, decide, write_policy
+from tests.helpers import TIER_KEYS, api_key_identity, check_request, decide, write_policy
 from tests.payloads import JPEG, PNG, b64, image_bytes, multipart
 
-FREE_KEY, PRO_KEY, TRIAL_KEY = "k-free-0123456789", "k-pro-0123456789", "k-trial-0123456789"
+FREE_KEY, PRO_KEY, TRIAL_KEY = TIER_KEYS["free"], TIER_KEYS["pro"], TIER_KEYS["trial"]
 
 POLICY = f"""
     version: 1
-    identity:
-      api_keys:
-        - name: keys
-          header: x-api-key
-          principals:
-            - {{ subject: f, tier: free, keys: [{{ id: f1, hash: "{hash_key(FREE_KEY)}" }}] }}
-            - {{ subject: p, tier: pro, keys: [{{ id: p1, hash: "{hash_key(PRO_KEY)}" }}] }}
-            - {{ subject: t, tier: trial, keys: [{{ id: t1, hash: "{hash_key(TRIAL_KEY)}" }}] }}
+{api_key_identity()}
     syntax:
       schemas:
         order: {{ file: schemas/order.json }}

@@ -92,16 +92,25 @@ def _detect_injection(ctx: Context, check: InjectionCheck) -> Denial | None:
         f"possible prompt injection ({top.category}) found by the {top.detector} detector at "
         f"{top.pointer or 'the body'}, characters {top.start}-{top.end}",
         details={
-            "detector": top.detector,
-            "rule": top.rule,
-            "category": top.category,
-            "score": round(top.score, 3),
-            "pointer": top.pointer,
-            "start": top.start,
-            "end": top.end,
-            "via": top.via,
+            **_finding_details(top),
+            # Every detector that fired, so a pattern hit is named even when the
+            # classifier scored higher.
+            "findings": [_finding_details(finding) for finding in verdict.findings],
         },
     )
+
+
+def _finding_details(finding: Finding) -> dict[str, str | int | float]:
+    return {
+        "detector": finding.detector,
+        "rule": finding.rule,
+        "category": finding.category,
+        "score": round(finding.score, 3),
+        "pointer": finding.pointer,
+        "start": finding.start,
+        "end": finding.end,
+        "via": finding.via,
+    }
 
 
 def _describe(finding: Finding) -> str:

@@ -26,7 +26,7 @@ from authz_service.layers.semantics.injection import _regex as rx
 __all__ = ["MODEL_PATH", "Model", "features", "load_model"]
 
 MODEL_PATH = Path(__file__).with_name("model.json")
-_TOKEN = rx.TOKEN
+
 _CJK = rx.CJK
 
 
@@ -38,7 +38,7 @@ def features(
 ) -> tuple[list[str], list[str]]:
     """(scaled text features, unscaled features) of a normalized text (``tokens`` and their
     ``bigrams``, if already known)."""
-    toks = _TOKEN.findall(norm) if tokens is None else tokens
+    toks = rx.tokenize(norm) if tokens is None else tokens
     if bigrams is None or tokens is None:
         bigrams = list(map(" ".join, itertools.pairwise(toks)))
     feats = toks + bigrams
@@ -61,7 +61,7 @@ class Model:
 
     def logit(self, scaled: list[str], extra: list[str]) -> float:
         get = self.weights.get
-        s = sum(filter(None, map(get, scaled)))
+        s = sum(map(get, scaled, itertools.repeat(0.0)))  # x + 0.0 == x: same sum as before
         z = self.bias + (s / math.sqrt(len(scaled)) if scaled else 0.0)
         return z + sum(filter(None, map(get, extra)))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from authz_service.layers.semantics.injection._regex import TOKEN
+from authz_service.layers.semantics.injection._regex import tokenize
 from authz_service.layers.semantics.injection.classifier import Model, load_model
 from authz_service.layers.semantics.injection.normalize import View, views
 from authz_service.layers.semantics.injection.patterns import PatternLibrary
@@ -84,7 +84,7 @@ class InjectionDetector:
         main = vs[1] if len(vs) > 1 and vs[1].name == "normalized" else vs[0]
         norm = main.text
         if main.tokens is None:
-            main.tokens = TOKEN.findall(norm)
+            main.tokens = tokenize(norm)
         bigrams = list(map(" ".join, itertools.pairwise(main.tokens)))
         rules: set[str] = set()
         findings: list[Finding] = []

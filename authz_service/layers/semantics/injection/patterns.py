@@ -27,7 +27,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from authz_service.layers.semantics.injection._regex import TOKEN
+from authz_service.layers.semantics.injection._regex import TOKEN, tokenize
 
 __all__ = ["RULES", "PatternHit", "PatternLibrary", "Rule"]
 
@@ -633,6 +633,7 @@ class PatternLibrary:
                 if all(x.id != r.id for x in entry[1]):
                     entry[1].append(r)
         self._by_key = by_key
+        self._key_ids = {k: frozenset(r.id for r in rs) for k, (_, rs) in by_key.items()}
         # where a key occurs as whole tokens: literal-led regexes (fast C search)
         self._key_rx: dict[str, re.Pattern[str]] = {}
         for key in by_key:
@@ -642,6 +643,8 @@ class PatternLibrary:
                 first + r"(?<![^\W_]" + first + ")" + "".join(_GAP + x for x in parts[1:]) + _END
             )
         self.keys = frozenset(by_key)
+        # first words of the two-token keys: no bigram key can be present without one of them
+        self._bigram_firsts = frozenset(k.split(" ")[0] for k in by_key if " " in k)
         self.words = frozenset(self.by_word)
         self.literals = tuple(sorted(self.by_literal))
         self._max_word = max(map(len, self.words))
@@ -708,7 +711,7 @@ class PatternLibrary:
         looked for inside tokens. ``skip``: ids of rules not to try (already fired elsewhere).
         """
         if tokens is None:
-            tokens = TOKEN.findall(text)
+            tokens = tokenize(text)
         done: set[str] = set(skip) if skip else set()
         hits: list[PatternHit] = []
         if squashed:
@@ -725,17 +728,21 @@ class PatternLibrary:
                 if pos:
                     self._anchored(text, pos, self.by_word[word], done, hits)
         else:
-            if bigrams is None:
-                bigrams = list(map(" ".join, itertools.pairwise(tokens)))
             keys = self.keys
             found = set(keys.intersection(tokens))
-            found.update(keys.intersection(bigrams))
+            if not self._bigram_firsts.isdisjoint(tokens):
+                found.update(
+                    keys.intersection(
+                        map(" ".join, itertools.pairwise(tokens)) if bigrams is None else bigrams
+                    )
+                )
             by_key = self._by_key
             key_rx = self._key_rx
+            key_ids = self._key_ids
             for key in sorted(found):
-                rs = by_key[key][1]
-                if all(r.id in done for r in rs):
+                if key_ids[key].issubset(done):
                     continue
+                rs = by_key[key][1]
                 pos = [
                     m.start()
                     for m in itertools.islice(key_rx[key].finditer(text), _MAX_OCCURRENCES)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from authz_service.layers.semantics.injection._regex import tokenize
@@ -25,6 +28,9 @@ __all__ = [
 MAX_SEGMENT_CHARS = 65_536
 MAX_SEGMENTS = 256
 MAX_FINDINGS = 5
+CACHE_ENTRIES = 8192
+"""Texts whose findings are remembered. Chat clients resend the whole conversation on
+every turn, so all but the newest message were scanned before: a digest lookup instead."""
 DECODED_KINDS = frozenset({"base64", "hex", "url", "unicode_tags"})
 _MIN_DECODED_FOR_CLASSIFIER = 24
 
@@ -77,6 +83,7 @@ class InjectionDetector:
         self._model: Model | None = None
         if "classifier" in detectors:
             self._model = model if model is not None else load_model()
+        self._seen: OrderedDict[bytes, tuple[Finding, ...]] = OrderedDict()
 
     def analyze(self, text: str, pointer: str = "", offset: int = 0) -> Analysis:
         """Pattern findings over all views, the normalized text, and the rule ids that fired."""
@@ -157,13 +164,27 @@ class InjectionDetector:
             text = seg.text
             if not isinstance(text, str) or not text:
                 continue
-            if len(text) <= MAX_SEGMENT_CHARS:
-                findings.extend(self._scan_text(seg.pointer, text, 0))
-            else:
-                half = MAX_SEGMENT_CHARS // 2
-                findings.extend(self._scan_text(seg.pointer, text[:half], 0))
-                findings.extend(self._scan_text(seg.pointer, text[-half:], len(text) - half))
+            found = self._remembered(text)
+            findings.extend(dataclasses.replace(f, pointer=seg.pointer) for f in found)
         findings = [f for f in findings if f.score > 0.0]
         findings.sort(key=lambda f: (-f.score, f.pointer, f.start, f.rule))
         top = tuple(findings[:MAX_FINDINGS])
         return Verdict(top[0].score if top else 0.0, top)
+
+    def _remembered(self, text: str) -> tuple[Finding, ...]:
+        """The findings of one segment's text (pointer left empty), scanned once."""
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        found = self._seen.get(key)
+        if found is not None:
+            self._seen.move_to_end(key)
+            return found
+        if len(text) <= MAX_SEGMENT_CHARS:
+            found = tuple(self._scan_text("", text, 0))
+        else:
+            half = MAX_SEGMENT_CHARS // 2
+            found = (*self._scan_text("", text[:half], 0),
+                     *self._scan_text("", text[-half:], len(text) - half))  # fmt: skip
+        self._seen[key] = found
+        if len(self._seen) > CACHE_ENTRIES:
+            self._seen.popitem(last=False)
+        return found

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import itertools
 import json
 import random
 import shutil
@@ -32,6 +33,7 @@ from authz_service.layers.base import Context, Layer
 from authz_service.layers.identity import Principal
 from authz_service.layers.protocol import ProtocolLayer
 from authz_service.layers.semantics import SemanticsLayer
+from authz_service.layers.semantics.injection import InjectionDetector, TextSegment
 from authz_service.layers.syntax import SyntaxLayer
 from authz_service.pipeline import Pipeline
 from authz_service.policy import Policy, load_policy
@@ -189,7 +191,7 @@ def measure_semantics(policy: Policy) -> list[tuple[str, float, float]]:
     """(what, semantic layer µs, pipeline µs) for the chat body on each semantic route."""
     layer = SemanticsLayer()
     body = chat_body()
-    return [
+    results = [
         (
             f"{what} ({len(body)} B chat body)",
             *layer_us(policy, check_request(path, "application/json", body), layer),
@@ -197,9 +199,18 @@ def measure_semantics(policy: Policy) -> list[tuple[str, float, float]]:
         for what, path in (
             ("4 rules, one in dry-run", "/rules"),
             ("Rego: the demo tenants policy", "/rego"),
-            ("injection detection", "/injection"),
+            ("injection, conversation seen before", "/injection"),
         )
     ]
+    # A text never seen before: the detector alone, each call on a different message.
+    message = json.loads(body)["messages"][1]["content"]
+    numbers = itertools.count()
+    detector = InjectionDetector()
+    new_text_us = per_call_us(
+        lambda: detector.scan([TextSegment("/m", "user", f"{message} #{next(numbers)}")])
+    )
+    results.append((f"injection, a new {len(message)} B message", new_text_us, 0.0))
+    return results
 
 
 def measure(policy: Policy) -> list[tuple[str, float, float]]:
@@ -231,7 +242,7 @@ def report() -> None:
     print("\nsemantic layer, in process, per request")
     print(f"  {'check':<44}{'semantic layer µs':>18}{'whole pipeline µs':>19}")
     for name, layer, pipeline in measure_semantics(policy):
-        print(f"  {name:<44}{layer:>18.1f}{pipeline:>19.1f}")
+        print(f"  {name:<44}{layer:>18.1f}" + (f"{pipeline:>19.1f}" if pipeline else ""))
     print("\nsyntax layer, in process, per request")
     print(f"  {'request':<44}{'syntax layer µs':>16}{'whole pipeline µs':>19}")
     results = measure(policy)

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
+from authz_service import json_pointer
 from authz_service.layers.base import NO_JSON_BODY, Context
-from authz_service.layers.syntax.validation import resolve_pointer
 
 RuleMode = Literal["enforce", "dry_run"]
 
-_MISSING: Any = object()
+_MISSING = json_pointer.MISSING
 """A subject that is absent (no such header, field, principal)."""
 
 Getter = Callable[[Context], Any]
@@ -142,22 +142,9 @@ def _getter(subject: str) -> Getter:
 
 
 def _body_value(pointer: str) -> Getter:
-    parent, _, last = pointer.rpartition("/")
-    key = last.replace("~1", "/").replace("~0", "~")
-
     def get(ctx: Context) -> Any:
         document = ctx.json_body
-        if document is NO_JSON_BODY:
-            return _MISSING
-        if not pointer:
-            return document
-        container = resolve_pointer(document, parent) if parent else document
-        # resolve_pointer cannot tell a JSON null from an absent key; the parent can.
-        if isinstance(container, dict):
-            return container.get(key, _MISSING)
-        if isinstance(container, list) and key.isdigit() and int(key) < len(container):
-            return container[int(key)]
-        return _MISSING
+        return _MISSING if document is NO_JSON_BODY else json_pointer.resolve(document, pointer)
 
     return get
 

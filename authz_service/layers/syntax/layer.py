@@ -14,6 +14,7 @@ from typing import Any
 
 import pybase64
 
+from authz_service import json_pointer
 from authz_service.decision import Denial
 from authz_service.layers.base import NO_JSON_BODY, Context, LayerName
 from authz_service.layers.syntax.body_errors import MalformedBody
@@ -31,7 +32,6 @@ from authz_service.layers.syntax.operations import CompiledApi, coerce_fields
 from authz_service.layers.syntax.settings import ImageCheck, MultipartSettings, SyntaxRoute
 from authz_service.layers.syntax.validation import (
     CompiledSchema,
-    resolve_pointer,
     violations_denial,
 )
 
@@ -251,7 +251,7 @@ def _check_image(
         data, declared = found[0].data, found[0].content_type
     elif isinstance(document, dict | list) and check.json_pointer is not None:
         where = check.json_pointer
-        value = resolve_pointer(document, check.json_pointer)
+        value = json_pointer.resolve(document, check.json_pointer)
         if not isinstance(value, str):
             return _missing_image(where)
         decoded = _decode_base64(value, where, check.allow_data_url)

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from authz_service import json_pointer
 from authz_service.decision import Denial
 
 LlmApi = Literal["openai.chat_completions", "openai.completions", "anthropic.messages"]
@@ -70,7 +71,7 @@ def check_llm_body(policy: LlmPolicy, body: Mapping[str, Any], tier: str | None)
                     422,
                     "syntax.parameter_not_allowed",
                     f"parameter {key[:64]!r} is not allowed for tier {tier_name!r}",
-                    f"/{_escape(key)}",
+                    f"/{json_pointer.escape(key)}",
                     tier_name,
                 )
     output = _output_tokens(policy.api, body)
@@ -182,10 +183,6 @@ def _content_chars(content: Any) -> int:
 
 def _token_chars(item: Any) -> int:
     return (len(item) if isinstance(item, list) else 1) * CHARS_PER_PROMPT_TOKEN
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _denial(

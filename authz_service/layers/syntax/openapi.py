@@ -49,11 +49,11 @@ from typing import Any, Literal, cast
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from urllib.request import url2pathname
 
+from authz_service import json_pointer
 from authz_service.layers.syntax.schema_files import (
     OPENAPI_NAME_MAPS,
     SCHEMA_NAME_MAPS,
     Collection,
-    escape_token,
     file_uri,
     gather,
     lookup,
@@ -214,7 +214,7 @@ class _At:
     value: Any
 
     def child(self, key: str | int) -> _At:
-        return _At(self.uri, f"{self.pointer}/{escape_token(str(key))}", self.value[key])
+        return _At(self.uri, f"{self.pointer}/{json_pointer.escape(key)}", self.value[key])
 
 
 class _Reader:

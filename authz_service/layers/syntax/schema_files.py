@@ -39,6 +39,8 @@ from urllib.request import url2pathname
 
 import yaml
 
+from authz_service import json_pointer
+
 _DATA_KEYWORDS = frozenset({"const", "default", "enum", "example", "examples"})
 """Keys whose values are instance data, where a ``$ref`` key is not a reference."""
 OPENAPI_NAME_MAPS = frozenset(
@@ -102,11 +104,6 @@ def pointer_uri(uri: str, pointer: str) -> str:
     return f"{uri}#{quote(pointer, safe=_POINTER_SAFE)}"
 
 
-def escape_token(token: str) -> str:
-    """One JSON pointer reference token (RFC 6901): ``~`` → ``~0``, ``/`` → ``~1``."""
-    return token.replace("~", "~0").replace("/", "~1")
-
-
 def lookup(resources: Mapping[str, Any], reference: str) -> Any:
     """The value an absolute ``uri#/json/pointer`` names in ``resources``.
 
@@ -115,20 +112,12 @@ def lookup(resources: Mapping[str, Any], reference: str) -> Any:
     uri, fragment = urldefrag(reference)
     if uri not in resources:
         raise LookupError(f"{uri} is not a collected document")
-    value = resources[uri]
     pointer = unquote(fragment)
-    if not pointer:
-        return value
-    if not pointer.startswith("/"):
+    if pointer and not pointer.startswith("/"):
         raise LookupError(f"fragment {fragment!r} is not a JSON pointer")
-    for raw in pointer[1:].split("/"):
-        token = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(value, dict) and token in value:
-            value = value[token]
-        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
-            value = value[int(token)]
-        else:
-            raise LookupError(f"{pointer!r} does not exist in {uri}")
+    value = json_pointer.resolve(resources[uri], pointer)
+    if value is json_pointer.MISSING:
+        raise LookupError(f"{pointer!r} does not exist in {uri}")
     return value
 
 
@@ -233,7 +222,7 @@ def _plain(value: Any, pointer: str, ancestors: set[int]) -> Any:
             if isinstance(value, list):
                 return [_plain(v, f"{pointer}/{i}", ancestors) for i, v in enumerate(value)]
             return {
-                key: _plain(v, f"{pointer}/{escape_token(key)}", ancestors)
+                key: _plain(v, f"{pointer}/{json_pointer.escape(key)}", ancestors)
                 for key, v in ((_key(k, pointer), v) for k, v in value.items())
             }
         finally:
@@ -383,7 +372,7 @@ def _entries(node: Any, pointer: str, in_name_map: bool) -> Iterator[tuple[str, 
             yield from _entries(item, f"{pointer}/{index}", in_name_map=False)
     elif isinstance(node, dict):
         for key, value in node.items():
-            child = f"{pointer}/{escape_token(key)}"
+            child = f"{pointer}/{json_pointer.escape(key)}"
             if in_name_map:
                 yield from _entries(value, child, in_name_map=False)
                 continue

@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema_rs
 
+from authz_service import json_pointer
 from authz_service.decision import Denial
 
 BUILTIN_SCHEMAS = ("openai.chat_completions", "openai.completions", "anthropic.messages")
@@ -72,31 +73,12 @@ class CompiledSchema:
                 return found, True
             found.append(
                 Violation(
-                    pointer=pointer(error.instance_path),
+                    pointer=json_pointer.join(error.instance_path),
                     rule=str(error.schema_path[-1]) if error.schema_path else "",
                     message=error.message[:_MAX_MESSAGE_CHARS],
                 )
             )
         return found, False
-
-
-def pointer(path: Any) -> str:
-    """RFC 6901 JSON pointer of a path of keys and indexes."""
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
-
-
-def resolve_pointer(document: Any, json_pointer: str) -> Any:
-    """The value at an RFC 6901 pointer in ``document``, or ``None`` when there is none."""
-    node = document
-    for raw in json_pointer.split("/")[1:]:
-        key = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict):
-            node = node.get(key)
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
-            node = node[int(key)]
-        else:
-            return None
-    return node
 
 
 @cache

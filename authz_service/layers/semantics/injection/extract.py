@@ -8,38 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from authz_service import json_pointer
 from authz_service.layers.semantics.injection.types import TextSegment
 
-__all__ = ["MAX_POINTER_STRINGS", "extract_segments", "resolve_pointer"]
+__all__ = ["MAX_POINTER_STRINGS", "extract_segments"]
 
 MAX_POINTER_STRINGS = 256
 _ROLE_ALIASES = {"function": "tool", "ipython": "tool"}
-
-
-def _esc(key: str | int) -> str:
-    return str(key).replace("~", "~0").replace("/", "~1")
-
-
-def resolve_pointer(body: Any, pointer: str) -> tuple[bool, Any]:
-    """RFC 6901: (found, value)."""
-    if pointer == "":
-        return True, body
-    if not pointer.startswith("/"):
-        return False, None
-    cur = body
-    for raw in pointer[1:].split("/"):
-        key = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(cur, dict):
-            if key not in cur:
-                return False, None
-            cur = cur[key]
-        elif isinstance(cur, list):
-            if not key.isdigit() or (len(key) > 1 and key[0] == "0") or int(key) >= len(cur):
-                return False, None
-            cur = cur[int(key)]
-        else:
-            return False, None
-    return True, cur
 
 
 def _strings(value: Any, pointer: str, depth: int = 0) -> Iterator[tuple[str, str]]:
@@ -47,7 +22,7 @@ def _strings(value: Any, pointer: str, depth: int = 0) -> Iterator[tuple[str, st
         yield pointer, value
     elif depth < 16 and isinstance(value, dict):
         for k in sorted(value, key=str):
-            yield from _strings(value[k], f"{pointer}/{_esc(k)}", depth + 1)
+            yield from _strings(value[k], f"{pointer}/{json_pointer.escape(k)}", depth + 1)
     elif depth < 16 and isinstance(value, list):
         for i, item in enumerate(value):
             yield from _strings(item, f"{pointer}/{i}", depth + 1)
@@ -190,8 +165,8 @@ def extract_segments(
     for pointer in pointers:
         if not isinstance(pointer, str):
             continue
-        found, value = resolve_pointer(body, pointer)
-        if not found:
+        value = json_pointer.resolve(body, pointer)
+        if value is json_pointer.MISSING:
             continue
         for n, (ptr, text) in enumerate(_strings(value, pointer)):
             if n >= MAX_POINTER_STRINGS:

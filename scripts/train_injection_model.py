@@ -44,7 +44,12 @@ LR = 0.5
 L2 = 1e-4
 MIN_DF = 2
 EXTRA_PATH = Path(__file__).with_name("data") / "injection_extra.jsonl"
-PRUNE = 0.002
+PRUNE = 0.3
+"""Weights with |w| below this are dropped from the model (after training). Adagrad leaves many
+small weights on rare n-grams. Measured (stratified / grouped CV, recall at the chosen FPR):
+0.002 -> 0.877 / 0.597, 0.3 -> 0.882 / 0.598 with ~25 % fewer weights (fewer dict entries make
+the per-token lookups cheaper). Larger cuts shrink the model further (0.8: ~12k weights, CV
+recall 0.883) but lose de/fr recall (0.786 -> 0.679, 0.688 -> 0.625) and grouped-CV recall."""
 
 Sample = tuple[list[tuple[str, float]], int]
 

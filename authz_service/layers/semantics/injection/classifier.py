@@ -53,11 +53,22 @@ def features(
 class Model:
     """Logistic regression weights; ``predict`` gives P(injection)."""
 
-    __slots__ = ("bias", "weights")
+    __slots__ = ("_bigram", "_unigram", "bias", "weights")
 
     def __init__(self, bias: float, weights: dict[str, float]) -> None:
         self.bias = bias
         self.weights = weights
+        # For ``predict``: word unigrams, and word bigrams keyed by token pair (tokens never
+        # contain spaces, so "a b" <-> ("a", "b")): no bigram strings are built to score a text.
+        self._unigram: dict[str, float] = {}
+        self._bigram: dict[tuple[str, ...], float] = {}
+        for k, v in weights.items():
+            if k.startswith(("#", "@", "%")):
+                continue
+            if " " in k:
+                self._bigram[tuple(k.split(" "))] = v
+            else:
+                self._unigram[k] = v
 
     def logit(self, scaled: list[str], extra: list[str]) -> float:
         get = self.weights.get
@@ -65,15 +76,32 @@ class Model:
         z = self.bias + (s / math.sqrt(len(scaled)) if scaled else 0.0)
         return z + sum(filter(None, map(get, extra)))
 
+    def _text_logit(self, norm: str, rules: Iterable[str], toks: list[str]) -> float:
+        """``logit(*features(norm, rules, toks))`` without building the feature strings: the
+        same terms added in the same order, so the same float."""
+        zero = itertools.repeat(0.0)
+        s = sum(map(self._unigram.get, toks, zero))
+        s = sum(map(self._bigram.get, itertools.pairwise(toks), zero), s)
+        n = 2 * len(toks) - 1 if toks else 0
+        get = self.weights.get
+        if not norm.isascii():
+            for run in _CJK.findall(norm):
+                s = sum(map(get, ["#" + run[i : i + 2] for i in range(len(run) - 1)], zero), s)
+                n += len(run) - 1
+        z = self.bias + (s / math.sqrt(n) if n else 0.0)
+        extra = ["@" + r for r in sorted(set(rules))]
+        extra.append("%len" + str(min(14, int(math.log2(len(norm) + 1)))))
+        return z + sum(filter(None, map(get, extra)))
+
     def predict(
         self,
         norm: str,
         rules: Iterable[str] = (),
         tokens: list[str] | None = None,
-        bigrams: list[str] | None = None,
+        bigrams: list[str] | None = None,  # unused (the pairs of ``tokens``); kept for callers
     ) -> float:
-        scaled, extra = features(norm, rules, tokens, bigrams)
-        z = self.logit(scaled, extra)
+        toks = rx.tokenize(norm) if tokens is None else tokens
+        z = self._text_logit(norm, rules, toks)
         if z < -35.0:
             return 0.0
         return 1.0 / (1.0 + math.exp(-z))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -92,12 +91,16 @@ class InjectionDetector:
         norm = main.text
         if main.tokens is None:
             main.tokens = tokenize(norm)
-        bigrams = list(map(" ".join, itertools.pairwise(main.tokens)))
         rules: set[str] = set()
         findings: list[Finding] = []
         lib = self._lib
+        scanned: set[tuple[str, bool]] = set()
         for v in vs:
-            hits = lib.find(v.text, v.tokens, v.squashed, bigrams if v is main else None, rules)
+            key = (v.text, v.squashed)
+            if key in scanned:  # same text as a view already scanned: same hits
+                continue
+            scanned.add(key)
+            hits = lib.find(v.text, v.tokens, v.squashed, None, rules)
             for hit in hits:
                 rule = hit.rule
                 if rule.id in rules:
@@ -116,14 +119,14 @@ class InjectionDetector:
                         v.name,
                     )
                 )
-        return Analysis(norm, main.tokens, rules, findings, vs, bigrams)
+        return Analysis(norm, main.tokens, rules, findings, vs)
 
     def _scan_text(self, pointer: str, text: str, offset: int) -> list[Finding]:
         a = self.analyze(text, pointer, offset)
         out = a.findings if "patterns" in self.detectors else []
         model = self._model
         if model is not None and text.strip():
-            p = model.predict(a.norm, a.rules, a.tokens, a.bigrams)
+            p = model.predict(a.norm, a.rules, a.tokens)
             out.append(
                 Finding(
                     "classifier",
@@ -136,13 +139,16 @@ class InjectionDetector:
                     "normalized",
                 )
             )
+            predicted: dict[str, float] = {}
             for v in a.views:
                 if (
                     v.name in DECODED_KINDS
                     and v.fixed
                     and len(v.text) >= _MIN_DECODED_FOR_CLASSIFIER
                 ):
-                    p = model.predict(v.text)
+                    p = predicted.get(v.text, -1.0)
+                    if p < 0.0:  # each distinct decoded text is featurized once
+                        p = predicted[v.text] = model.predict(v.text, (), v.tokens)
                     s, e = v.fixed
                     out.append(
                         Finding(

@@ -127,18 +127,7 @@ class InjectionDetector:
         model = self._model
         if model is not None and text.strip():
             p = model.predict(a.norm, a.rules, a.tokens)
-            out.append(
-                Finding(
-                    "classifier",
-                    "classifier",
-                    "statistical",
-                    round(p, 4),
-                    pointer,
-                    offset,
-                    offset + len(text),
-                    "normalized",
-                )
-            )
+            out.append(_classifier_finding(p, pointer, offset, offset + len(text), "normalized"))
             predicted: dict[str, float] = {}
             for v in a.views:
                 if (
@@ -150,18 +139,7 @@ class InjectionDetector:
                     if p < 0.0:  # each distinct decoded text is featurized once
                         p = predicted[v.text] = model.predict(v.text, (), v.tokens)
                     s, e = v.fixed
-                    out.append(
-                        Finding(
-                            "classifier",
-                            "classifier",
-                            "statistical",
-                            round(p, 4),
-                            pointer,
-                            s + offset,
-                            e + offset,
-                            v.name,
-                        )
-                    )
+                    out.append(_classifier_finding(p, pointer, s + offset, e + offset, v.name))
         return out
 
     def scan(self, segments: Sequence[TextSegment]) -> Verdict:
@@ -194,3 +172,11 @@ class InjectionDetector:
         if len(self._seen) > CACHE_ENTRIES:
             self._seen.popitem(last=False)
         return found
+
+
+def _classifier_finding(
+    probability: float, pointer: str, start: int, end: int, via: str
+) -> Finding:
+    return Finding(
+        "classifier", "classifier", "statistical", round(probability, 4), pointer, start, end, via
+    )

@@ -29,6 +29,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Callable
+from itertools import filterfalse
 from urllib.parse import unquote_plus
 
 from authz_service.layers.semantics.injection._regex import tokenize
@@ -130,6 +131,8 @@ _MARKUP_HINT = re.compile(r"[<*_~`]")
 
 _SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][^\w\n]{1,3}){3,}[^\W\d_](?![^\W\d_])")
 _NON_LETTER = re.compile(r"[\W\d_]+")
+_ONE_EQ = (1).__eq__
+_FOUR_ONES = b"\x01\x01\x01\x01"
 
 # Cheap pre-check (the regex starts with a character set, so the scan stays in C): a leet
 # digit/symbol next to a letter.
@@ -298,11 +301,11 @@ def _spaced_repl(m: re.Match[str]) -> str:
 
 def spaced(norm: str, tokens: list[str] | None = None) -> str | None:
     """Join runs of spaced-out single letters ("i g n o r e" -> "ignore"); None if none."""
-    if tokens is not None and (
-        list(map(len, tokens)).count(1) < 4  # cheap (C-level) reject, same result
-        or "1111" not in "".join(["1" if len(t) == 1 else "x" for t in tokens])
-    ):
-        return None
+    if tokens is not None:
+        # cheap (C-level) reject, same result: four consecutive one-character tokens
+        ones = bytes(map(_ONE_EQ, map(len, tokens)))
+        if ones.count(1) < 4 or _FOUR_ONES not in ones:
+            return None
     if not _SPACED.search(norm):
         return None
     return _SPACED.sub(_spaced_repl, norm)
@@ -331,8 +334,11 @@ def leet(norm: str, tokens: list[str] | None = None) -> str | None:
     """Read digits/symbols inside words as letters ("1gn0r3" -> "ignore"); None if no hint."""
     if not _LEET_PRE.search(norm) or not _LEET_HINT.search(norm):
         return None
-    if tokens is not None and not any(
-        [not t.isalpha() and not t.isdigit() for t in tokens if len(t) > 2]
+    # a token of 3+ characters that is neither all letters nor all digits (C-level filters)
+    if (
+        tokens is not None
+        and max(map(len, filterfalse(str.isdigit, filterfalse(str.isalpha, tokens))), default=0)
+        <= 2
     ):
         return None
     return norm.translate(_LEET)
@@ -405,7 +411,7 @@ _DECODERS: tuple[tuple[str, re.Pattern[str], Callable[[str], str | None]], ...] 
 def decode_segments(text: str, tokens: list[str] | None = None) -> list[tuple[str, int, int, str]]:
     """Plausible encoded segments of ``text``: (kind, start, end, decoded), at most MAX_DECODED."""
     found: list[tuple[str, int, int, str]] = []
-    long_token = tokens is None or (bool(tokens) and len(max(tokens, key=len)) >= 16)
+    long_token = tokens is None or (bool(tokens) and max(map(len, tokens)) >= 16)
     if not text.isascii() and _TAG_RUN.search(text):
         for m in _TAG_RUN.finditer(text):
             found.append(("unicode_tags", m.start(), m.end(), _tags(m.group()) or ""))

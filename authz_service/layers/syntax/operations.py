@@ -24,6 +24,7 @@ from authz_service.layers.syntax.validation import (
     CompiledSchema,
     violations_denial,
 )
+from authz_service.media_type import ranges_matching
 from authz_service.path_template import PathMatcher
 
 _QUERY_LIMITS = FormLimits(max_fields=256, max_field_bytes=8192)
@@ -66,8 +67,7 @@ class CompiledOperation:
             return BodyRule(None, {})
         if not self._media:
             return Denial(400, "syntax.body_forbidden", f"{self.label} takes no request body")
-        major = media_type.split("/", 1)[0]
-        for candidate in (media_type, f"{major}/*", "*/*"):
+        for candidate in ranges_matching(media_type):
             if candidate in self._media:
                 return self._media[candidate]
         accepted = ", ".join(self._media)

@@ -46,23 +46,27 @@ def _openai_content(content: Any, ptr: str, role: str | None) -> Iterator[TextSe
                 yield TextSegment(f"{ptr}/{j}/text", role, part["text"])
 
 
-def _openai_chat(body: dict[str, Any], roles: frozenset[str] | None) -> Iterator[TextSegment]:
+def _messages(body: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+    """(index, message, role) of each message that is an object."""
     messages = body.get("messages")
     if isinstance(messages, list):
         for i, msg in enumerate(messages):
-            if not isinstance(msg, dict):
-                continue
-            role = _role(msg)
-            if roles is not None and role not in roles:
-                continue
-            yield from _openai_content(msg.get("content"), f"/messages/{i}/content", role)
-            calls = msg.get("tool_calls")
-            if isinstance(calls, list):
-                for k, call in enumerate(calls):
-                    fn = call.get("function") if isinstance(call, dict) else None
-                    if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                        ptr = f"/messages/{i}/tool_calls/{k}/function/arguments"
-                        yield TextSegment(ptr, role, fn["arguments"])
+            if isinstance(msg, dict):
+                yield i, msg, _role(msg)
+
+
+def _openai_chat(body: dict[str, Any], roles: frozenset[str] | None) -> Iterator[TextSegment]:
+    for i, msg, role in _messages(body):
+        if roles is not None and role not in roles:
+            continue
+        yield from _openai_content(msg.get("content"), f"/messages/{i}/content", role)
+        calls = msg.get("tool_calls")
+        if isinstance(calls, list):
+            for k, call in enumerate(calls):
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                    ptr = f"/messages/{i}/tool_calls/{k}/function/arguments"
+                    yield TextSegment(ptr, role, fn["arguments"])
     if roles is None:
         yield from _tool_descriptions(body.get("tools"))
 
@@ -125,16 +129,11 @@ def _anthropic_blocks(blocks: Any, ptr: str, role: str | None) -> Iterator[TextS
 def _anthropic(body: dict[str, Any], roles: frozenset[str] | None) -> Iterator[TextSegment]:
     if roles is None or "system" in roles:
         yield from _anthropic_blocks(body.get("system"), "/system", "system")
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for i, msg in enumerate(messages):
-            if not isinstance(msg, dict):
-                continue
-            role = _role(msg)
-            ptr = f"/messages/{i}/content"
-            for seg in _anthropic_blocks(msg.get("content"), ptr, role):
-                if roles is None or seg.role in roles:
-                    yield seg
+    for i, msg, role in _messages(body):
+        ptr = f"/messages/{i}/content"
+        for seg in _anthropic_blocks(msg.get("content"), ptr, role):
+            if roles is None or seg.role in roles:
+                yield seg
     if roles is None:
         yield from _tool_descriptions(body.get("tools"))
 

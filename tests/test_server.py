@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -27,6 +28,14 @@ POLICY = """
         protocol: { content_types: [application/json], max_body_bytes: 1024 }
 """
 JSON = {"content-type": "application/json"}
+
+
+def json_log(stack: Stack) -> list[dict[str, Any]]:
+    """The service's output, which must be one JSON object per line, tracebacks included."""
+    lines = stack.log_path("authz").read_text().splitlines()
+    for line in lines:
+        assert line.startswith("{"), f"not a JSON log line: {line!r}"
+    return [json.loads(line) for line in lines]
 
 
 @pytest.fixture
@@ -91,7 +100,7 @@ def test_reload_swaps_a_good_policy_and_keeps_the_old_on_a_bad_one(service: Stac
     service.process("authz").send_signal(signal.SIGHUP)
     time.sleep(0.5)
     assert check_status(service, "/v1/embeddings") == 200
-    log = [json.loads(line) for line in service.log_path("authz").read_text().splitlines()]
+    log = json_log(service)
     rejected = [line for line in log if line["event"] == "reload_rejected"]
     assert rejected and "routes[0]" in rejected[0]["problems"][0]
 
@@ -120,7 +129,7 @@ def test_sigterm_finishes_in_flight_checks_then_exits_cleanly(service: Stack) ->
         exit_code = service.stop_service()
         answered = {request_id for request_id, future in futures.items() if future.result()}
     assert exit_code == 0
-    log = [json.loads(line) for line in service.log_path("authz").read_text().splitlines()]
+    log = json_log(service)
     decided = {line["request_id"] for line in log if line["event"] == "decision"}
     assert answered, "no check was answered before shutdown"
     assert decided <= answered
@@ -198,3 +207,49 @@ def test_health_waits_for_signing_keys_unless_told_not_to(
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+LIBRARY_FAILURES = """
+import asyncio, sys, threading
+from authz_service.observability.logging import configure_logging
+configure_logging(sys.stdout.buffer)
+
+async def failing_callback() -> None:
+    def spurious() -> None:  # what grpc's completion queue raises now and then
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    asyncio.get_running_loop().call_soon(spurious)
+    await asyncio.sleep(0.01)
+
+asyncio.run(failing_callback())
+thread = threading.Thread(target=lambda: 1 / 0)
+thread.start()
+thread.join()
+
+class Finalizer:
+    def __del__(self) -> None:
+        raise ValueError("in a finalizer")
+
+Finalizer()
+"""
+
+
+def test_library_tracebacks_become_json_log_lines() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", LIBRARY_FAILURES],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert result.stderr == ""
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["event"] for line in lines] == [
+        "library_log",
+        "thread_exception",
+        "unraisable_exception",
+    ]
+    assert lines[0]["logger"] == "asyncio"
+    assert "BlockingIOError" in lines[0]["exception"]
+    assert "ZeroDivisionError" in lines[1]["exception"]
+    assert "in a finalizer" in lines[2]["exception"]
+    assert all(line["level"] == "error" for line in lines)

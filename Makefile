@@ -22,7 +22,9 @@ lint: install
 	$(BIN)/ruff format --check authz_service tests benchmarks scripts
 	$(BIN)/mypy
 
+# The Redis Cluster tests start their own redis-server processes on loopback.
 test: lint
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	$(BIN)/pytest
 
 # h2load (Debian's nghttp2-client) drives gRPC over HTTP/2 from the other core.

@@ -1,4 +1,4 @@
-"""The ``authz-service`` command: serve, check, validate, api-key, dev-token.
+"""The ``authz-service`` command: serve, check, validate, quota, api-key, dev-token.
 
 Every option can also be given as an ``AUTHZ_*`` environment variable (``REDIS_URL``
 too), which is how the Kubernetes sidecar is usually configured.
@@ -37,6 +37,20 @@ def _address(value: str) -> str:
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
     return value
+
+
+def with_redis(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--redis-url",
+        default=_env("REDIS_URL", os.environ.get("REDIS_URL")),
+        help="quota store (AUTHZ_REDIS_URL or REDIS_URL); embedded if unset",
+    )
+    command.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=_env("REDIS_CLUSTER", "") in ("1", "true", "yes"),
+        help="the URL names one node of a Redis Cluster (AUTHZ_REDIS_CLUSTER=1)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,11 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("GRACE_PERIOD", "10"),
         help="seconds for in-flight checks on SIGTERM (AUTHZ_GRACE_PERIOD)",
     )
-    serve_cmd.add_argument(
-        "--redis-url",
-        default=_env("REDIS_URL", os.environ.get("REDIS_URL")),
-        help="quota store (AUTHZ_REDIS_URL or REDIS_URL); embedded if unset",
-    )
+    with_redis(serve_cmd)
     serve_cmd.add_argument(
         "--record",
         type=Path,
@@ -98,6 +108,20 @@ def _parser() -> argparse.ArgumentParser:
 
     validate_cmd = commands.add_parser("validate", help="validate a policy file")
     with_config(validate_cmd)
+
+    quota = commands.add_parser("quota", help="a principal's usage per limit, in the store")
+    quota_commands = quota.add_subparsers(dest="quota_command", required=True)
+    for name, text in (("show", "print usage and remaining per limit"), ("reset", "clear it")):
+        quota_cmd = quota_commands.add_parser(name, help=text)
+        with_config(quota_cmd)
+        with_redis(quota_cmd)
+        quota_cmd.add_argument("--user", required=True, help="the principal's subject")
+        for option in ("tenant", "tier", "api-key", "model", "route", "ip"):
+            quota_cmd.add_argument(f"--{option}", default="", help="for limits scoped by it")
+        if name == "reset":
+            quota_cmd.add_argument(
+                "--limit", help="only this limit (also shared ones: tenant, model, global)"
+            )
 
     api_key = commands.add_parser("api-key", help="make API keys and the hashes a policy stores")
     api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)
@@ -157,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dev_token(args)
     if args.command == "eval-detector":
         return _eval_detector(args)
+    if args.command == "quota":
+        return _quota(args)
     if args.command == "check":
         configure_logging(sys.stderr.buffer, args.log_level)
         return _check(args.config)
@@ -167,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_listen=args.metrics_listen,
         grace_period_s=args.grace_period,
         redis_url=args.redis_url or None,
+        redis_cluster=args.redis_cluster,
         record=args.record,
     )
     try:
@@ -187,6 +214,46 @@ def _eval_detector(args: argparse.Namespace) -> int:
     detectors = frozenset(args.detector or ("patterns", "classifier"))
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     return run_eval(args.data, threshold, detectors)
+
+
+def _quota(args: argparse.Namespace) -> int:
+    from authz_service.layers.cost import operator  # the store's client: this command only
+    from authz_service.layers.cost.backend import open_backend
+    from authz_service.layers.cost.store.base import StoreError
+
+    try:
+        policy = load_policy(args.config)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    section = policy.cost
+    if section is None:
+        print(f"authz-service quota: {args.config} declares no limits", file=sys.stderr)
+        return 2
+    if not args.redis_url:
+        print("authz-service quota: no --redis-url / REDIS_URL (the embedded store lives "
+              "inside each serving process)", file=sys.stderr)  # fmt: skip
+        return 2
+    who = operator.Who(
+        args.user, args.tenant, args.tier, args.api_key, args.model, args.route, args.ip
+    )
+    backend = open_backend(args.redis_url, args.redis_cluster)
+
+    async def run() -> dict[str, object]:
+        try:
+            if args.quota_command == "show":
+                return await operator.show(backend.store, section, who)
+            return await operator.reset(backend.store, section, who, args.limit)
+        finally:
+            await backend.store.close()
+
+    try:
+        report = asyncio.run(run())
+    except StoreError as exc:
+        print(f"authz-service quota: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
 
 
 def _validate(config: Path) -> int:

@@ -17,6 +17,8 @@ import structlog
 
 from authz_service.decision import Decision, Denial
 from authz_service.layers.base import Context, Layer, LayerName, Lifecycle
+from authz_service.layers.cost import CostLayer
+from authz_service.layers.cost.backend import QuotaBackend
 from authz_service.layers.identity import IdentityLayer
 from authz_service.layers.protocol import ProtocolLayer
 from authz_service.layers.semantics import SemanticsLayer
@@ -36,10 +38,10 @@ class DecisionObserver(Protocol):
     def observe(self, view: RequestView, decision: Decision, latency_ns: int) -> None: ...
 
 
-def build_layers(policy: Policy) -> list[Layer]:
-    """The layers in DESIGN.md order. Cost and routing come next, each from its own issue;
-    until they exist they are simply not in the list. A layer no route uses is left out,
-    so it costs nothing."""
+def build_layers(policy: Policy, quota: QuotaBackend | None = None) -> list[Layer]:
+    """The layers in DESIGN.md order (routing comes with its own issue). A layer no route
+    uses is left out, so it costs nothing. ``quota``: the process's quota store (default:
+    a new embedded one)."""
     layers: list[Layer] = [ProtocolLayer(policy.unmatched)]
     if policy.identity is not None:
         layers.append(IdentityLayer(policy.identity))
@@ -47,6 +49,9 @@ def build_layers(policy: Policy) -> list[Layer]:
         layers.append(SyntaxLayer())
     if any(route.semantics.active for route in policy.routes):
         layers.append(SemanticsLayer())
+    if policy.cost is not None and any(route.cost.active for route in policy.routes):
+        backend = quota if quota is not None else QuotaBackend()
+        layers.append(CostLayer(policy.cost, backend.store, backend.name))
     return layers
 
 
@@ -60,10 +65,11 @@ class Pipeline:
         policy: Policy,
         observers: Sequence[DecisionObserver] = (),
         layers: Sequence[Layer] | None = None,
+        quota: QuotaBackend | None = None,
     ) -> None:
         self.policy = policy
         self._routes = route_table(policy)
-        self._layers = tuple(build_layers(policy) if layers is None else layers)
+        self._layers = tuple(build_layers(policy, quota) if layers is None else layers)
         self._deadline_s = policy.settings.decision_timeout_ms / 1000
         self._observers = tuple(observers)
 

@@ -66,5 +66,9 @@ class DecisionLog:
             would_deny=metadata.get("would_deny"),
             flagged=metadata.get("flagged"),
             injection=metadata.get("injection"),
+            quota_store=metadata.get("quota_store"),
+            reservation_id=metadata.get("reservation_id"),
+            prompt_tokens=metadata.get("prompt_tokens"),
+            reserved_tokens=metadata.get("reserved_tokens"),
             latency_us=latency_ns // 1000,
         )

@@ -21,6 +21,8 @@ class Metrics:
         self.decisions: Counter[tuple[str, str, str, str]] = Counter()
         self.dry_run_denials: Counter[tuple[str, str]] = Counter()
         self.flags: Counter[tuple[str, str]] = Counter()
+        self.quota_decisions: Counter[str] = Counter()
+        self.reserved_tokens: Counter[str] = Counter()
         self._bucket_counts = [0] * (len(_BUCKETS_S) + 1)
         self._latency_sum_s = 0.0
 
@@ -31,6 +33,12 @@ class Metrics:
             self.dry_run_denials[(decision.route or "", reason)] += 1
         for reason in _listed(decision.metadata.get("flagged")):
             self.flags[(decision.route or "", reason)] += 1
+        store = decision.metadata.get("quota_store")
+        if store is not None:
+            self.quota_decisions[store] += 1
+            self.reserved_tokens[decision.route or ""] += int(
+                decision.metadata.get("reserved_tokens", 0)
+            )
         seconds = latency_ns / 1e9
         self._bucket_counts[bisect.bisect_left(_BUCKETS_S, seconds)] += 1
         self._latency_sum_s += seconds
@@ -59,6 +67,20 @@ class Metrics:
             for (route, reason), count in sorted(counter.items()):
                 lines.append(f'{name}{{route="{route}",reason="{reason}"}} {count}')
         lines += [
+            "# HELP authz_quota_decisions_total Requests the cost layer charged, by where the "
+            "quota was kept: redis, redis-cluster, embedded, fallback (store down, local "
+            "limits) or unavailable (store down, denied).",
+            "# TYPE authz_quota_decisions_total counter",
+            *(
+                f'authz_quota_decisions_total{{store="{store}"}} {count}'
+                for store, count in sorted(self.quota_decisions.items())
+            ),
+            "# HELP authz_reserved_tokens_total Tokens reserved for admitted requests.",
+            "# TYPE authz_reserved_tokens_total counter",
+            *(
+                f'authz_reserved_tokens_total{{route="{route}"}} {count}'
+                for route, count in sorted(self.reserved_tokens.items())
+            ),
             "# HELP authz_decision_duration_seconds Time from CheckRequest to Decision.",
             "# TYPE authz_decision_duration_seconds histogram",
         ]

@@ -10,6 +10,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from authz_service.layers.cost import settings as cost_settings
 from authz_service.layers.identity import settings as identity_settings
 from authz_service.layers.protocol import settings as protocol_settings
 from authz_service.layers.semantics import settings as semantics_settings
@@ -119,6 +120,7 @@ def _layer_problems(document: YamlDocument) -> Iterator[Problem]:
     """Each layer's own cross-checks (secrets present, files exist, references resolve)."""
     data = document.data if isinstance(document.data, dict) else {}
     yield from _located(document, identity_settings.cross_check(data, Path(document.file).parent))
+    yield from _located(document, cost_settings.cross_check(data))
 
 
 def _located(document: YamlDocument, found: Iterable[tuple[KeyPath, str]]) -> Iterator[Problem]:
@@ -130,6 +132,7 @@ def _compile(document: YamlDocument, catalogs: _Catalogs) -> Policy:
     """The request-time form of a file that passed every check."""
     raw: dict[str, Any] = document.data
     layer_defaults = raw.get("defaults", {})
+    cost = cost_settings.build_section(raw.get("cost"))
     routes = []
     for entry in raw["routes"]:
         ((kind, pattern),) = entry["match"]["path"].items()
@@ -138,6 +141,7 @@ def _compile(document: YamlDocument, catalogs: _Catalogs) -> Policy:
             for layer in ("protocol", "identity", "syntax", "semantics")
         }
         syntax = syntax_settings.build_route(blocks["syntax"], catalogs.syntax)
+        llm_api = syntax.llm.api if syntax.llm is not None else None
         routes.append(
             Route(
                 name=entry["name"],
@@ -148,10 +152,9 @@ def _compile(document: YamlDocument, catalogs: _Catalogs) -> Policy:
                 identity=identity_settings.build_route(blocks["identity"]),
                 syntax=syntax,
                 semantics=semantics_settings.build_route(
-                    blocks["semantics"],
-                    catalogs.semantics,
-                    syntax.llm.api if syntax.llm is not None else None,
+                    blocks["semantics"], catalogs.semantics, llm_api
                 ),
+                cost=cost_settings.build_route(_cost_block(layer_defaults, entry), cost, llm_api),
             )
         )
     return Policy(
@@ -160,7 +163,15 @@ def _compile(document: YamlDocument, catalogs: _Catalogs) -> Policy:
         unmatched=Unmatched(**raw.get("unmatched", {})),
         settings=Settings(**raw.get("settings", {})),
         identity=identity_settings.build_section(raw.get("identity"), Path(document.file).parent),
+        cost=cost,
     )
+
+
+def _cost_block(defaults: Mapping[str, Any], route: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A route is charged only if it (or ``defaults``) has a ``cost:`` block."""
+    if "cost" not in defaults and "cost" not in route:
+        return None
+    return {**defaults.get("cost", {}), **route.get("cost", {})}
 
 
 def route_table(policy: Policy) -> RouteTable:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authz_service.layers.cost.settings import CostRoute, CostSection
 from authz_service.layers.identity.settings import IdentityRoute, IdentitySettings
 from authz_service.layers.protocol.settings import ProtocolSettings
 from authz_service.layers.semantics.settings import SemanticsRoute
@@ -23,6 +24,7 @@ class Route:
     identity: IdentityRoute
     syntax: SyntaxRoute
     semantics: SemanticsRoute
+    cost: CostRoute
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,8 @@ class Policy:
     settings: Settings
     identity: IdentitySettings | None = None
     """Identity providers; ``None`` when the policy authenticates nobody."""
+    cost: CostSection | None = None
+    """Limits, model token rules and the quota store; ``None`` when nothing is limited."""
 
     @property
     def max_body_bytes(self) -> int:

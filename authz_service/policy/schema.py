@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from authz_service.layers.cost import settings as cost_settings
 from authz_service.layers.identity import settings as identity_settings
 from authz_service.layers.protocol import settings as protocol_settings
 from authz_service.layers.semantics import settings as semantics_settings
@@ -18,6 +19,7 @@ _LAYERS: dict[str, Any] = {
     "identity": identity_settings.ROUTE_SCHEMA,
     "syntax": syntax_settings.ROUTE_SCHEMA,
     "semantics": semantics_settings.ROUTE_SCHEMA,
+    "cost": cost_settings.ROUTE_SCHEMA,
 }
 """Each layer's settings block; a route and ``defaults`` carry one of each."""
 
@@ -80,6 +82,7 @@ POLICY_SCHEMA: dict[str, Any] = {
         "identity": identity_settings.SECTION_SCHEMA,
         "syntax": syntax_settings.SECTION_SCHEMA,
         "semantics": semantics_settings.SECTION_SCHEMA,
+        "cost": cost_settings.SECTION_SCHEMA,
         "defaults": {"type": "object", "additionalProperties": False, "properties": _LAYERS},
         "unmatched": {
             "type": "object",

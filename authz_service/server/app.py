@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from authz_service.layers.cost.backend import open_backend
 from authz_service.observability.decision_log import FLUSH_INTERVAL_S, DecisionLog
 from authz_service.observability.metrics import Metrics, serve_metrics
 from authz_service.pipeline import Pipeline
@@ -37,6 +38,7 @@ class ServeOptions:
     metrics_listen: str = "127.0.0.1:9464"
     grace_period_s: float = 10.0
     redis_url: str | None = None
+    redis_cluster: bool = False
     record: Path | None = None
 
 
@@ -54,10 +56,11 @@ class Service:
         self.decision_log = DecisionLog(sys.stdout.buffer)
         self._observers = (self.decision_log, self.metrics)
         policy = load_policy(options.config)
+        self.quota = open_backend(options.redis_url, options.redis_cluster)
         self._max_message_bytes = policy.max_body_bytes + _GRPC_OVERHEAD_BYTES
         self._recorder = RequestRecorder(options.record) if options.record else None
         self.authorization = AuthorizationServicer(
-            Pipeline(policy, self._observers), self._recorder
+            Pipeline(policy, self._observers, quota=self.quota), self._recorder
         )
         self.health = HealthServicer()
         self._stopping = asyncio.Event()
@@ -116,6 +119,7 @@ class Service:
         await server.stop(self.options.grace_period_s)
         metrics_server.close()
         await self.authorization.pipeline.stop()
+        await self.quota.store.close()
         if self._recorder is not None:
             self._recorder.close()
         self.decision_log.flush()
@@ -136,7 +140,7 @@ class Service:
             return
         if policy.max_body_bytes + _GRPC_OVERHEAD_BYTES > self._max_message_bytes:
             _log.warning("reload_body_limit_needs_restart", max_body_bytes=policy.max_body_bytes)
-        replacement = Pipeline(policy, self._observers)
+        replacement = Pipeline(policy, self._observers, quota=self.quota)
         await replacement.start()
         previous, self.authorization.pipeline = self.authorization.pipeline, replacement
         await previous.stop()
@@ -177,7 +181,7 @@ class Service:
     def _announce_store(self) -> None:
         if self.options.redis_url:
             where = urlsplit(self.options.redis_url)
-            _log.info("store", backend="redis", host=where.hostname, port=where.port)
+            _log.info("store", backend=self.quota.name, host=where.hostname, port=where.port)
         else:
             _log.warning(
                 "store",

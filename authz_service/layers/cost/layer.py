@@ -1,0 +1,160 @@
+"""Layer 4: estimate the request's tokens and reserve them, with its request counts, in
+every applicable limit at once — before the request reaches the model, so concurrent
+requests and several replicas can never overspend a budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from authz_service.decision import Denial
+from authz_service.layers.base import NO_JSON_BODY, Context, LayerName
+from authz_service.layers.cost.breaker import CircuitBreaker
+from authz_service.layers.cost.estimate import output_tokens, prompt_tokens
+from authz_service.layers.cost.headers import exceeded_denial, ratelimit_headers
+from authz_service.layers.cost.scopes import applied_limits, partition_of
+from authz_service.layers.cost.settings import CostRoute, CostSection
+from authz_service.layers.cost.store.base import Charge, Outcome, QuotaStore, StoreError
+from authz_service.layers.cost.store.memory import MemoryStore
+from authz_service.layers.cost.tokenizers import load_tokenizer
+
+RESERVATION_HEADER = "x-authz-reservation"
+TOKENS_HEADER = "x-authz-reserved-tokens"
+_PROBE_INTERVAL_S = 1.0
+
+_log = structlog.get_logger("authz_service.cost")
+
+
+class CostLayer:
+    name: LayerName = "cost"
+
+    def __init__(self, section: CostSection, store: QuotaStore, store_name: str) -> None:
+        self._section = section
+        self._store = store
+        self._store_name = store_name
+        settings = section.store
+        self._timeout_s = settings.timeout_ms / 1000
+        self._breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
+        self._fallback = MemoryStore(settle_within_s=settings.settle_within_s)
+        self._prober: asyncio.Task[None] | None = None
+        # Tokenizers load here, with the policy: never on the request path.
+        for model in (*section.models.values(), section.default_model):
+            load_tokenizer(model.tokenizer)
+
+    # ---- lifecycle: a background probe notices a store that came back -------------------
+
+    async def start(self) -> None:
+        self._prober = asyncio.create_task(self._probe_while_open())
+
+    async def stop(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+
+    @property
+    def ready(self) -> bool:
+        """Not ready while the store is down and the policy fails closed."""
+        return self._breaker.state == "closed" or self._section.store.on_failure != "deny"
+
+    async def _probe_while_open(self) -> None:
+        while True:
+            await asyncio.sleep(_PROBE_INTERVAL_S)
+            if self._breaker.state == "closed":
+                continue
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._store.ping()
+            except (StoreError, TimeoutError):
+                continue
+            self._breaker.succeeded()
+            _log.info("quota_store_recovered", store=self._store_name)
+
+    # ---- the check ----------------------------------------------------------------------
+
+    async def check(self, ctx: Context) -> Denial | None:
+        route: CostRoute = ctx.route.cost if ctx.route is not None else CostRoute()
+        if not route.active:
+            return None
+        model, prompt, tokens = self._estimate(route, ctx)
+        tenant = ctx.principal.tenant if ctx.principal is not None else ""
+        partition = partition_of(tenant, self._section.partition_by_tenant)
+        applied = applied_limits(route.limits, ctx, model, tokens, partition)
+        if not applied:
+            return None
+        outcome = await self._reserve_in_store(partition, [entry.charge for entry in applied])
+        mode = self._store_name
+        if outcome is None:
+            if self._section.store.on_failure == "deny":
+                ctx.metadata["quota_store"] = "unavailable"
+                return Denial(
+                    status=503,
+                    reason="cost.store_unavailable",
+                    message="the quota store is unavailable; try again shortly",
+                    headers={"retry-after": "1"},
+                )
+            # Each replica admits its share of every limit on its own until the store is back.
+            scale = self._section.store.fallback_scale
+            applied = applied_limits(route.limits, ctx, model, tokens, partition, scale)
+            outcome = await self._fallback.reserve(partition, [entry.charge for entry in applied])
+            mode = "fallback"
+        ctx.metadata["quota_store"] = mode
+        headers = ratelimit_headers(applied, outcome.states)
+        if not outcome.admitted:
+            index = outcome.exceeded if outcome.exceeded is not None else 0
+            return exceeded_denial(
+                route.status, applied[index], outcome.states[index], tokens, headers
+            )
+        reservation = outcome.reservation_id or ""
+        ctx.upstream_headers[RESERVATION_HEADER] = reservation
+        ctx.upstream_headers[TOKENS_HEADER] = str(tokens)
+        ctx.response_headers.update(headers)
+        ctx.metadata.update(
+            reservation_id=reservation,
+            prompt_tokens=str(prompt),
+            reserved_tokens=str(tokens),
+        )
+        return None
+
+    def _estimate(self, route: CostRoute, ctx: Context) -> tuple[str, int, int]:
+        """(model, prompt tokens, prompt + output tokens); zeros when no tokens are counted."""
+        if route.api is None:
+            return "", 0, 0
+        body: Any = ctx.json_body
+        if body is NO_JSON_BODY or not isinstance(body, dict):
+            # Not the JSON the API expects (the syntax layer is off): charge the raw text.
+            rules = self._section.default_model
+            text = ctx.body.decode("utf-8", "replace")
+            prompt = load_tokenizer(rules.tokenizer).count(text)
+            return "", prompt, prompt + rules.default_output_tokens
+        model = body.get("model")
+        rules = self._section.model(model)
+        prompt = prompt_tokens(route.api, body, load_tokenizer(rules.tokenizer))
+        output = output_tokens(
+            route.api, body, rules.default_output_tokens, rules.max_output_tokens
+        )
+        return model if isinstance(model, str) else "", prompt, prompt + output
+
+    async def _reserve_in_store(self, partition: str, charges: list[Charge]) -> Outcome | None:
+        """The store's answer, or ``None`` when it failed, timed out or the breaker is open."""
+        if not self._breaker.allow():
+            return None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                outcome = await self._store.reserve(partition, charges)
+        except (StoreError, TimeoutError) as exc:
+            was_closed = self._breaker.state == "closed"
+            self._breaker.failed()
+            if was_closed and self._breaker.state == "open":
+                _log.error(
+                    "quota_store_down",
+                    store=self._store_name,
+                    error=str(exc) or type(exc).__name__,
+                    on_failure=self._section.store.on_failure,
+                )
+            return None
+        self._breaker.succeeded()
+        return outcome

@@ -7,16 +7,21 @@ import pytest
 
 from authz_service.devstack.idp import mint_token
 from authz_service.devstack.stack import Ports, Stack
+from tests.redis_cluster import LOCAL_REDIS
 
 
 @pytest.fixture(scope="session")
 def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The demo stack of `make run` (Envoy, service, mock upstreams) on free ports.
+    """The demo stack of `make run` (Envoy, service, mock upstreams) on free ports, its
+    quotas kept in the machine's Redis (tests use their own subjects: counters never mix).
 
     The service records every CheckRequest Envoy sends, so tests can replay them."""
     run_dir: Path = tmp_path_factory.mktemp("stack")
     with Stack(
-        run_dir, Ports.free(), service_args=("--record", str(run_dir / "requests.jsonl"))
+        run_dir,
+        Ports.free(),
+        env={"REDIS_URL": LOCAL_REDIS},
+        service_args=("--record", str(run_dir / "requests.jsonl")),
     ) as stack:
         yield stack
 

@@ -28,7 +28,8 @@ POLICY = f"""
     cost:
       store: {{ timeout_ms: 50, on_failure: deny, breaker_failures: 2, breaker_open_s: 30 }}
       models:
-        gpt-4o-mini: {{ tokenizer: o200k_base, default_output_tokens: 100, max_output_tokens: 1000 }}
+        gpt-4o-mini:
+          {{ tokenizer: o200k_base, default_output_tokens: 100, max_output_tokens: 1000 }}
       limits:
         - name: tokens-per-day
           per: [user]

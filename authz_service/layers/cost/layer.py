@@ -24,6 +24,7 @@ from authz_service.layers.cost.tokenizers import load_tokenizer
 RESERVATION_HEADER = "x-authz-reservation"
 TOKENS_HEADER = "x-authz-reserved-tokens"
 _PROBE_INTERVAL_S = 1.0
+_WARM_UP_TIMEOUT_S = 2.0
 
 _log = structlog.get_logger("authz_service.cost")
 
@@ -47,6 +48,14 @@ class CostLayer:
     # ---- lifecycle: a background probe notices a store that came back -------------------
 
     async def start(self) -> None:
+        """Connect before taking traffic (a cluster client learns the slot map here), so the
+        first decisions do not spend their deadline on it."""
+        try:
+            async with asyncio.timeout(_WARM_UP_TIMEOUT_S):
+                await self._store.ping()
+        except (StoreError, TimeoutError) as exc:
+            self._breaker.failed()
+            _log.warning("quota_store_unreachable_at_start", store=self._store_name, error=str(exc))
         self._prober = asyncio.create_task(self._probe_while_open())
 
     async def stop(self) -> None:
@@ -146,15 +155,14 @@ class CostLayer:
             async with asyncio.timeout(self._timeout_s):
                 outcome = await self._store.reserve(partition, charges)
         except (StoreError, TimeoutError) as exc:
-            was_closed = self._breaker.state == "closed"
             self._breaker.failed()
-            if was_closed and self._breaker.state == "open":
-                _log.error(
-                    "quota_store_down",
-                    store=self._store_name,
-                    error=str(exc) or type(exc).__name__,
-                    on_failure=self._section.store.on_failure,
-                )
+            _log.warning(
+                "quota_store_down" if self._breaker.state == "open" else "quota_store_error",
+                store=self._store_name,
+                error=str(exc) or type(exc).__name__,
+                on_failure=self._section.store.on_failure,
+                breaker=self._breaker.state,
+            )
             return None
         self._breaker.succeeded()
         return outcome

@@ -24,7 +24,7 @@ from authz_service.layers.cost.backend import QuotaBackend, open_backend
 from authz_service.layers.identity import Principal
 from authz_service.policy import load_policy
 from authz_service.policy.loader import route_table
-from benchmarks.layer_cost import check_request, chat_body
+from benchmarks.layer_cost import chat_body, check_request
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 ROUNDS = 3000

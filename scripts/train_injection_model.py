@@ -5,11 +5,13 @@
 
 1. Every row is analysed once by the pattern detector (normalized text, tokens, rules fired).
 2. Stratified 5-fold cross-validation over the dev rows only (fixed seed): a logistic
-   regression (Adagrad, L2) is trained on 4 folds plus the project-authored rows
-   (``scripts/data/injection_extra.jsonl``: hard negatives and de/fr/es attack paraphrases,
-   never in a test fold) and the WHOLE detector (patterns + that fold's classifier) scans the
-   held-out fold. The threshold with the best recall at FPR <= 3 % is chosen from these
-   scores (set DEFAULT_THRESHOLD in evaluate.py to it).
+   regression (Adagrad, L2, naive-Bayes-scaled features, averaged weights) is trained on 4
+   folds plus the project-authored rows (``scripts/data/injection_extra.jsonl``: hard
+   negatives, de/fr/es attack paraphrases and exfiltration attacks, never in a test fold)
+   and the WHOLE detector (patterns + that fold's classifier) scans the held-out fold.
+   The threshold with the best recall at FPR <= 3 % is chosen from these scores (set
+   DEFAULT_THRESHOLD in evaluate.py to it). A second line judges each test fold at the
+   threshold chosen from the other folds' scores only (no threshold tuned on it).
 3. A second CV grouped by source file (rows of one source never split across train/test)
    shows how the detector generalizes to unseen attack styles. Caveat for both: the pattern
    library was tuned by looking at this same data, so even they are somewhat optimistic.
@@ -44,12 +46,17 @@ LR = 0.5
 L2 = 1e-4
 MIN_DF = 2
 EXTRA_PATH = Path(__file__).with_name("data") / "injection_extra.jsonl"
+AVERAGE_FROM = 15
+"""Weights are averaged over the epochs from this one on (Polyak averaging; EPOCHS: off)."""
+NB_ALPHA = 0.5
+"""Smoothing of the naive-Bayes log-count ratios that scale the features (see ``train``)."""
 PRUNE = 0.3
 """Weights with |w| below this are dropped from the model (after training). Adagrad leaves many
 small weights on rare n-grams. Measured (stratified / grouped CV, recall at the chosen FPR):
 0.002 -> 0.877 / 0.597, 0.3 -> 0.882 / 0.598 with ~25 % fewer weights (fewer dict entries make
-the per-token lookups cheaper). Larger cuts shrink the model further (0.8: ~12k weights, CV
-recall 0.883) but lose de/fr recall (0.786 -> 0.679, 0.688 -> 0.625) and grouped-CV recall."""
+the per-token lookups cheaper; measured before NB scaling). Larger cuts shrink the model
+further (0.8: ~12k weights, CV recall 0.883) but lose de/fr recall (0.786 -> 0.679,
+0.688 -> 0.625) and grouped-CV recall."""
 
 Sample = tuple[list[tuple[str, float]], int]
 
@@ -69,20 +76,62 @@ def vectorize(det: InjectionDetector, rows: list[dict[str, object]]) -> list[Sam
     return out
 
 
+def nb_ratios(samples: list[Sample], keep: set[str]) -> dict[str, float]:
+    """|log-count ratio| of each text feature (presence in positive vs negative samples,
+    smoothed by NB_ALPHA), as in NBSVM (Wang & Manning 2012); 1.0 for rule and length
+    features. Computed from the training samples only."""
+    pos: dict[str, int] = {}
+    neg: dict[str, int] = {}
+    npos = nneg = 0
+    for feats, y in samples:
+        d = pos if y else neg
+        npos += y
+        nneg += 1 - y
+        for f, _v in feats:
+            d[f] = d.get(f, 0) + 1
+    lpos = math.log(npos + NB_ALPHA)
+    lneg = math.log(nneg + NB_ALPHA)
+    r: dict[str, float] = {}
+    for f in keep:
+        if f.startswith(("@", "%")):
+            r[f] = 1.0
+        else:
+            p = math.log(pos.get(f, 0) + NB_ALPHA) - lpos
+            q = math.log(neg.get(f, 0) + NB_ALPHA) - lneg
+            r[f] = abs(p - q)
+    return r
+
+
 def train(samples: list[Sample], seed: int) -> Model:
+    """Logistic regression (Adagrad, L2) on features scaled by their naive-Bayes log-count
+    ratios: a feature that is about as common in both classes starts out nearly silenced,
+    which acts as a per-feature prior on top of L2. The scales are folded back into the
+    weights, so the model file and ``predict`` are unchanged.
+
+    Measured (stratified 5-fold CV, recall at FPR <= 3 %, before the exfiltration rows were
+    added to the extra data): plain features 0.882, NB-scaled 0.898 (de 0.786 -> 0.821, es
+    0.794 -> 0.882). Averaging the weights of the second half of the epochs makes the result
+    less dependent on the shuffling order (with the current extra rows: 0.898 -> 0.902)."""
     df: dict[str, int] = {}
     for feats, _ in samples:
         for f, _v in feats:
             df[f] = df.get(f, 0) + 1
     keep = {f for f, c in df.items() if c >= MIN_DF or f.startswith(("@", "%"))}
-    data = [([(f, v) for f, v in feats if f in keep], y) for feats, y in samples]
+    r = nb_ratios(samples, keep)
+    data = [([(f, v * r[f]) for f, v in feats if f in keep], y) for feats, y in samples]
     w: dict[str, float] = dict.fromkeys(sorted(keep), 0.0)
     g2: dict[str, float] = dict.fromkeys(w, 1e-8)
     bias = 0.0
     gb = 1e-8
     rng = random.Random(seed)  # noqa: S311 - reproducible shuffling, not security
     order = list(range(len(data)))
-    for _epoch in range(EPOCHS):
+    avg: dict[str, float] = dict.fromkeys(w, 0.0)
+    avg_bias = 0.0
+    for epoch in range(EPOCHS):
+        if epoch >= AVERAGE_FROM and AVERAGE_FROM < EPOCHS:
+            for f, x in w.items():
+                avg[f] += x
+            avg_bias += bias
         rng.shuffle(order)
         for i in order:
             feats, y = data[i]
@@ -95,7 +144,11 @@ def train(samples: list[Sample], seed: int) -> Model:
                 gf = g * v + L2 * w[f]
                 g2[f] += gf * gf
                 w[f] -= LR * gf / math.sqrt(g2[f])
-    return Model(bias, {f: x for f, x in w.items() if abs(x) >= PRUNE})
+    if AVERAGE_FROM < EPOCHS:  # the mean of the weights at the start of the last epochs + end
+        n = EPOCHS - AVERAGE_FROM + 1
+        w = {f: (avg[f] + x) / n for f, x in w.items()}
+        bias = (avg_bias + bias) / n
+    return Model(bias, {f: x * r[f] for f, x in w.items() if abs(x) >= PRUNE and r[f] > 0.0})
 
 
 def folds(labels: list[int], k: int, seed: int) -> list[int]:
@@ -192,6 +245,28 @@ def best_threshold(labels: list[int], scores: list[float], max_fpr: float) -> fl
     return 0.99
 
 
+def fold_out_threshold(
+    labels: list[int], scores: list[float], fold: list[int], max_fpr: float
+) -> str:
+    """A less optimistic figure than the pooled threshold: each test fold is judged at the
+    threshold chosen from the other folds' held-out scores only."""
+    hits: list[float] = [0.0] * len(labels)
+    thresholds = []
+    for k in range(FOLDS):
+        rest = [i for i in range(len(labels)) if fold[i] != k]
+        thr = best_threshold([labels[i] for i in rest], [scores[i] for i in rest], max_fpr)
+        thresholds.append(thr)
+        for i in range(len(labels)):
+            if fold[i] == k:
+                hits[i] = 1.0 if scores[i] >= thr else 0.0
+    return (
+        _summary(labels, hits, 0.5).split(": ", 1)[1]
+        + " (fold thresholds "
+        + " ".join(f"{t:.2f}" for t in thresholds)
+        + ")"
+    )
+
+
 def per_language(rows: list[dict[str, object]], scores: list[float], thr: float) -> None:
     langs: dict[str, list[int]] = {}
     for row, s in zip(rows, scores, strict=True):
@@ -223,13 +298,18 @@ def main(argv: list[str] | None = None) -> int:
     samples = vectorize(pat, rows)
     extra = vectorize(pat, extra_rows)
     print(f"dev rows {len(rows)}, project-authored rows {len(extra)} (training only)")
-    strat = cross_validate(rows, samples, extra, folds(labels, FOLDS, SEED), "stratified CV")
+    strat_folds = folds(labels, FOLDS, SEED)
+    strat = cross_validate(rows, samples, extra, strat_folds, "stratified CV")
     thr = args.threshold
     if thr is None:
         thr = best_threshold(labels, strat, args.max_fpr)
     print(f"\nchosen threshold (best recall at FPR <= {args.max_fpr}): {thr:.2f}")
     print("stratified CV: " + _summary(labels, strat, thr))
     per_language(rows, strat, thr)
+    print(
+        "stratified CV, threshold chosen without the test fold: "
+        + fold_out_threshold(labels, strat, strat_folds, args.max_fpr)
+    )
     groups = source_groups(rows)
     print(f"\n{len(set(groups))} source groups")
     grouped = cross_validate(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from authz_service.layers.semantics.injection.patterns import PatternLibrary
 from authz_service.layers.semantics.injection.types import Finding, TextSegment, Verdict
 
 __all__ = [
+    "DECISIVE_RULE_SCORE",
     "DECODED_KINDS",
     "MAX_FINDINGS",
     "MAX_SEGMENTS",
@@ -31,6 +31,12 @@ CACHE_ENTRIES = 8192
 """Texts whose findings are remembered. Chat clients resend the whole conversation on
 every turn, so all but the newest message were scanned before: a digest lookup instead."""
 DECODED_KINDS = frozenset({"base64", "hex", "url", "unicode_tags"})
+DECISIVE_RULE_SCORE = 0.9
+"""With the classifier on, only pattern rules scored at least this decide on their own; a
+weaker rule's finding is capped at the classifier's probability for the same text (the rule is
+one of the classifier's features, so weak cues still combine there). Measured (stratified
+5-fold CV, recall at FPR <= 3 %, same model): 0.898 -> 0.908; the mid-score rules (0.7-0.85)
+alone fire on ~1 % of benign rows. With the patterns alone, every rule keeps its own score."""
 _MIN_DECODED_FOR_CLASSIFIER = 24
 
 _LIBRARY: PatternLibrary | None = None
@@ -127,7 +133,7 @@ class InjectionDetector:
         model = self._model
         if model is not None and text.strip():
             p = model.predict(a.norm, a.rules, a.tokens)
-            out.append(_classifier_finding(p, pointer, offset, offset + len(text), "normalized"))
+            found = [_classifier_finding(p, pointer, offset, offset + len(text), "normalized")]
             predicted: dict[str, float] = {}
             for v in a.views:
                 if (
@@ -139,7 +145,16 @@ class InjectionDetector:
                     if p < 0.0:  # each distinct decoded text is featurized once
                         p = predicted[v.text] = model.predict(v.text, (), v.tokens)
                     s, e = v.fixed
-                    out.append(_classifier_finding(p, pointer, s + offset, e + offset, v.name))
+                    found.append(_classifier_finding(p, pointer, s + offset, e + offset, v.name))
+            if out:
+                cap = max(f.score for f in found)
+                out = [
+                    f
+                    if f.score >= DECISIVE_RULE_SCORE or f.score <= cap
+                    else _with(f, cap, f.pointer)
+                    for f in out
+                ]
+            out.extend(found)
         return out
 
     def scan(self, segments: Sequence[TextSegment]) -> Verdict:
@@ -149,7 +164,11 @@ class InjectionDetector:
             if not isinstance(text, str) or not text:
                 continue
             found = self._remembered(text)
-            findings.extend(dataclasses.replace(f, pointer=seg.pointer) for f in found)
+            pointer = seg.pointer
+            if pointer:
+                findings.extend(_with(f, f.score, pointer) for f in found)
+            else:  # remembered findings carry the empty pointer already
+                findings.extend(found)
         findings = [f for f in findings if f.score > 0.0]
         findings.sort(key=lambda f: (-f.score, f.pointer, f.start, f.rule))
         top = tuple(findings[:MAX_FINDINGS])
@@ -172,6 +191,12 @@ class InjectionDetector:
         if len(self._seen) > CACHE_ENTRIES:
             self._seen.popitem(last=False)
         return found
+
+
+def _with(f: Finding, score: float, pointer: str) -> Finding:
+    """``dataclasses.replace(f, score=score, pointer=pointer)``, without its per-call field
+    introspection (this runs for every finding of every scanned segment)."""
+    return Finding(f.detector, f.rule, f.category, score, pointer, f.start, f.end, f.via)
 
 
 def _classifier_finding(

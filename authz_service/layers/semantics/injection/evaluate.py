@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_THRESHOLD", "EvalReport", "evaluate", "format_report", "run_
 
 # The score at or above which the policy default denies (chosen by cross-validation in
 # scripts/train_injection_model.py; see the numbers it prints).
-DEFAULT_THRESHOLD: float = 0.71
+DEFAULT_THRESHOLD: float = 0.64
 _MAX_IDS = 50
 
 

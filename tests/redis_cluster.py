@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 import redis
+from redis.cluster import RedisCluster
 
 
 def free_port() -> int:
@@ -50,6 +51,32 @@ def _wait_until(what: str, check: Callable[[], object], timeout_s: float = 15.0)
 
 
 LOCAL_REDIS = "redis://127.0.0.1:6379"
+
+
+def raw_client(url: str, cluster: bool) -> redis.Redis | RedisCluster:
+    """A plain synchronous client, to look at (and clean up) what a store left."""
+    if cluster:
+        return RedisCluster.from_url(url, decode_responses=True)
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
+def partition_keys(client: redis.Redis | RedisCluster, partition: str) -> list[str]:
+    """Every key of a partition (on a cluster, asked of every master)."""
+    pattern = "authz:{" + partition + "}:*"
+    if isinstance(client, RedisCluster):
+        return [str(n) for n in client.keys(pattern, target_nodes=RedisCluster.PRIMARIES)]
+    return [str(n) for n in client.keys(pattern)]
+
+
+def delete_partitions(url: str, cluster: bool, partitions: list[str]) -> None:
+    """Remove every key the partitions left (counters, logs, reservations)."""
+    client = raw_client(url, cluster)
+    try:
+        for partition in partitions:
+            for name in partition_keys(client, partition):
+                client.delete(name)
+    finally:
+        client.close()
 
 
 @contextmanager

@@ -26,7 +26,13 @@ from authz_service.layers.cost.store import (
 )
 from authz_service.layers.cost.store.memory import SWEEP_EVERY_MS
 from authz_service.layers.cost.store.redis_store import LOG_SUFFIX
-from tests.redis_cluster import redis_cluster, standalone_redis
+from tests.redis_cluster import (
+    delete_partitions,
+    partition_keys,
+    raw_client,
+    redis_cluster,
+    standalone_redis,
+)
 
 LONG = Window("fixed", 1_000_000_000)
 """A fixed window that will not roll over during a test (its next edge is in 2033)."""
@@ -65,28 +71,19 @@ class Backend:
 
     def raw(self) -> redis.Redis | RedisCluster:
         assert self.url is not None
-        if self.cluster:
-            return RedisCluster.from_url(self.url, decode_responses=True)
-        return redis.Redis.from_url(self.url, decode_responses=True)
+        return raw_client(self.url, self.cluster)
 
     def keys(self, partition: str) -> dict[str, int]:
         """Every Redis key of the partition, with its PTTL."""
         client = self.raw()
         try:
-            names = client.keys(f"authz:{hash_tag(partition)}:*")
-            return {str(name): int(client.pttl(name)) for name in names}
+            return {name: int(client.pttl(name)) for name in partition_keys(client, partition)}
         finally:
             client.close()
 
-    def forget(self, partition: str) -> None:
-        if self.url is None:
-            return
-        client = self.raw()
-        try:
-            for name in client.keys(f"authz:{hash_tag(partition)}:*"):
-                client.delete(name)
-        finally:
-            client.close()
+    def forget(self, *partitions: str) -> None:
+        if self.url is not None:
+            delete_partitions(self.url, self.cluster, list(partitions))
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
@@ -349,6 +346,7 @@ def test_usage_changes_nothing(backend: Backend, partition: str) -> None:
     async def scenario(store: QuotaStore) -> None:
         await store.reserve(partition, sized(limits, 7))
         before = snapshot(backend, store, partition)
+        assert before  # something to compare
         first = await store.usage(sized(limits + unused, 99))  # amount is ignored
         second = await store.usage(limits + unused)
         assert used(first) == used(second) == [7, 7, 1, 7, 0, 0]
@@ -365,7 +363,7 @@ def snapshot(backend: Backend, store: QuotaStore, partition: str) -> Any:
         return store.held()
     client = backend.raw()
     try:
-        return {name: client.dump(name) for name in client.keys(f"authz:{hash_tag(partition)}:*")}
+        return {name: client.dump(name) for name in partition_keys(client, partition)}
     finally:
         client.close()
 
@@ -406,13 +404,11 @@ def test_usage_and_reset_across_partitions(backend: Backend) -> None:
     try:
         run(backend, scenario)
     finally:
-        for name in partitions:
-            backend.forget(name)
+        backend.forget(*partitions)
 
 
+@pytest.mark.parametrize("backend", ["redis", "cluster"], indirect=True)
 def test_every_redis_key_expires(backend: Backend, partition: str) -> None:
-    if backend.url is None:
-        pytest.skip("Redis keys only")
     limits = [
         charge(partition, "fixed", 100, window=Window("fixed", 60)),
         charge(partition, "month", 100, window=Window("calendar_month")),
@@ -444,10 +440,10 @@ def test_every_redis_key_expires(backend: Backend, partition: str) -> None:
     run(backend, scenario, settle_within_s=100)
 
 
+@pytest.mark.parametrize("backend", ["cluster"], indirect=True)
 def test_cluster_reloads_a_flushed_script(backend: Backend, partition: str) -> None:
-    """NOSCRIPT on every node: the registered script is loaded again, transparently."""
-    if not backend.cluster:
-        pytest.skip("flushing scripts is only safe on the test's own cluster")
+    """NOSCRIPT on every node: the registered script is loaded again, transparently
+    (flushed only on the test's own cluster, never on a shared Redis)."""
     limits = [charge(partition, "a", 100)]
 
     async def scenario(store: QuotaStore) -> None:
@@ -525,9 +521,29 @@ def test_memory_store_prunes_a_touched_key() -> None:
 
     async def scenario() -> None:
         for _ in range(5000):
-            assert (await store.reserve("b", limits)).admitted
+            outcome = await store.reserve("b", limits)
+            assert outcome.reservation_id and await store.settle(outcome.reservation_id, 1)
             clock.now += 0.01
         assert 99 <= used(await store.usage(limits))[0] <= 101
 
     asyncio.run(scenario())
     assert store.held() <= 102  # 1 s of entries, the rest pruned as the key was used
+
+
+def test_many_concurrent_reserves_on_a_fresh_store(backend: Backend) -> None:
+    """The very first calls of a new store (a cluster client still discovering its slots)
+    arrive all at once, over partitions in different slots: each limit admits exactly."""
+    partitions = [f"t-{uuid.uuid4().hex[:12]}" for _ in range(3)]
+
+    async def scenario(store: QuotaStore) -> None:
+        outcomes = await asyncio.gather(
+            *(store.reserve(p, [charge(p, "a", 15)]) for p in partitions for _ in range(20))
+        )
+        for index in range(3):
+            mine = outcomes[index * 20 : index * 20 + 20]
+            assert sum(o.admitted for o in mine) == 15
+
+    try:
+        run(backend, scenario)
+    finally:
+        backend.forget(*partitions)

@@ -63,6 +63,10 @@ def commands(ports: Ports) -> str:
     png = "-H 'content-type: image/png' --data-binary"
     expired = "$(.venv/bin/authz-service dev-token --expired)"
     auth = f'-H "authorization: Bearer {mint}"'
+    trial_chat = (
+        '{"model":"gpt-4o-mini","max_tokens":200,"messages":[{"role":"user","content":"Hi"}]}'
+    )
+    policy = DEMO_POLICY.relative_to(REPO)
     return f"""
 Ready. Paste these (each denial is JSON with a decision id; watch the decision log here):
 
@@ -104,6 +108,17 @@ Ready. Paste these (each denial is JSON with a decision id; watch the decision l
   curl -i {edge}/v1/chat/completions {json} {blocked} -d '{chat}'
   curl -i {edge}/v1/chat/completions {json} {auth} -d '{injection}'
 
+  # denied 429 within a few requests: the trial tier's tiny token budget (1,000 a day).
+  # Allowed answers carry x-ratelimit-remaining-tokens; the 429 names the limit, its scope,
+  # window and reset, with Retry-After
+  T=$(.venv/bin/authz-service dev-token --subject trial-user --tier trial)
+  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -D - {edge}/v1/chat/completions {json} \
+    -H "authorization: Bearer $T" -d '{trial_chat}' | grep -iE '^HTTP|remaining-tokens'; done
+  curl -s {edge}/v1/chat/completions {json} -H "authorization: Bearer $T" -d '{trial_chat}'
+  # with REDIS_URL set, the operator's view of that user, and a reset
+  .venv/bin/authz-service quota show  --config {policy} --user trial-user --tenant demo --tier trial
+  .venv/bin/authz-service quota reset --config {policy} --user trial-user --tenant demo --tier trial
+
   # denied 405 (wrong method), 415 (wrong content type), 404 (no route), 403 (needs role admin)
   curl -i {edge}/v1/chat/completions
   curl -i {edge}/v1/chat/completions -H 'content-type: text/plain' -d 'hi'
@@ -113,7 +128,7 @@ Ready. Paste these (each denial is JSON with a decision id; watch the decision l
   # metrics, and the same decision offline with `authz-service check`
   curl -s http://127.0.0.1:{ports.metrics}/metrics
   echo '{{"attributes":{{"request":{{"http":{{"method":"GET","path":"/nowhere"}}}}}}}}' \\
-    | .venv/bin/authz-service check --config {DEMO_POLICY.relative_to(REPO)}
+    | .venv/bin/authz-service check --config {policy}
 
 Ctrl-C stops everything.
 """
@@ -122,7 +137,10 @@ Ctrl-C stops everything.
 def main() -> int:
     run_dir = REPO / ".run"
     if not os.environ.get("REDIS_URL"):
-        print("note: REDIS_URL is not set: the embedded in-memory store serves (single replica)")
+        print(
+            "note: REDIS_URL is not set: quotas live in the service process (the embedded "
+            "store: one replica; `authz-service quota` needs Redis)"
+        )
     stopped = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

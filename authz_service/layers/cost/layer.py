@@ -39,7 +39,7 @@ class CostLayer:
         settings = section.store
         self._timeout_s = settings.timeout_ms / 1000
         self._breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
-        self._fallback = MemoryStore(settle_within_s=settings.settle_within_s)
+        self._fallback = MemoryStore()
         self._prober: asyncio.Task[None] | None = None
         # Tokenizers load here, with the policy: never on the request path.
         for model in (*section.models.values(), section.default_model):

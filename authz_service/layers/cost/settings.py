@@ -69,8 +69,6 @@ class StoreSettings:
     """Consecutive store failures that open the circuit breaker."""
     breaker_open_s: float = 2.0
     """How long an open breaker skips the store before one request probes it again."""
-    settle_within_s: int = 3600
-    """A reservation not settled by then counts in full."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +158,6 @@ SECTION_SCHEMA: dict[str, Any] = {
                 "fallback_scale": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                 "breaker_failures": {"type": "integer", "minimum": 1, "maximum": 1000},
                 "breaker_open_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
-                "settle_within_s": {"type": "integer", "minimum": 1, "maximum": 31 * 86400},
             },
         },
     },

@@ -55,6 +55,8 @@ class RedisStore:
         self._script = client.register_script(_SCRIPT)
         self._settle_within_ms = settle_within_s * 1000
         self._timeout_s = timeout_s
+        self._discovered = not isinstance(client, RedisCluster)
+        self._discovering = asyncio.Lock()
 
     @classmethod
     def from_url(
@@ -81,11 +83,11 @@ class RedisStore:
         for c in charges:
             args += [c.kind, c.window.kind, c.window.seconds, c.limit, c.amount]
         keys = [reservation_key(reservation_id), *_with_logs(c.key for c in charges)]
-        reply = await self._run("reserve", self._script(keys=keys, args=args))
+        reply = await self._run("reserve", lambda: self._script(keys=keys, args=args))
         if not isinstance(reply, list) or len(reply) != 2 + 4 * len(charges):
             raise StoreError(f"redis reserve: unexpected reply {reply!r}")
-        admitted, exceeded = bool(reply[0]), int(reply[1])
-        states = _states(reply[2:])
+        numbers = _ints(reply)
+        admitted, exceeded, states = bool(numbers[0]), numbers[1], _states(numbers[2:])
         if admitted:
             return Outcome(True, reservation_id, states)
         return Outcome(False, None, states, exceeded)
@@ -98,7 +100,7 @@ class RedisStore:
         if not token:
             return False
         record_key = reservation_key(reservation_id)
-        raw = await self._run("settle", self._client.get(record_key))
+        raw = await self._run("settle", lambda: self._client.get(record_key))
         if raw is None:
             return False
         try:
@@ -107,7 +109,7 @@ class RedisStore:
             raise StoreError(f"redis settle: unreadable reservation {record_key}") from exc
         args: list[str | int] = ["settle", token, actual_tokens]
         reply = await self._run(
-            "settle", self._script(keys=[record_key, *_with_logs(keys)], args=args)
+            "settle", lambda: self._script(keys=[record_key, *_with_logs(keys)], args=args)
         )
         return bool(reply == 1)
 
@@ -125,9 +127,9 @@ class RedisStore:
             reply = await self._script(keys=keys, args=args)
             if not isinstance(reply, list) or len(reply) != 4 * len(indexes):
                 raise StoreError(f"redis usage: unexpected reply {reply!r}")
-            return list(_states(reply))
+            return list(_states(_ints(reply)))
 
-        found = await self._run("usage", asyncio.gather(*(one(g) for g in groups)))
+        found = await self._run("usage", lambda: asyncio.gather(*(one(g) for g in groups)))
         states: dict[int, LimitState] = {}
         for indexes, group_states in zip(groups, found, strict=True):
             states.update(zip(indexes, group_states, strict=True))
@@ -143,25 +145,40 @@ class RedisStore:
                 raise StoreError(f"redis reset: unexpected reply {reply!r}")
             return reply
 
-        return sum(await self._run("reset", asyncio.gather(*(one(g) for g in groups))))
+        return sum(await self._run("reset", lambda: asyncio.gather(*(one(g) for g in groups))))
 
     async def ping(self) -> None:
-        await self._run("ping", self._client.ping())
+        await self._run("ping", self._client.ping)
 
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def _run(self, what: str, call: Awaitable[_T]) -> _T:
-        """Await a Redis call within the deadline; every failure becomes StoreError."""
+    async def _discover(self) -> None:
+        """Learn the cluster's slots once, before any command: redis-py's async cluster
+        client, first used by many commands at once, closes connections under some of
+        them ("Connection closed by server")."""
+        if self._discovered:
+            return
+        async with self._discovering:
+            if not self._discovered and isinstance(self._client, RedisCluster):
+                await self._client.initialize()
+                self._discovered = True
+
+    async def _run(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Make and await a Redis call within the deadline (after discovery, so nothing
+        runs before it); every failure becomes StoreError."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                return await call
+                await self._discover()
+                return await call()
         except StoreError:
             raise
         except TimeoutError as exc:
             raise StoreError(f"redis {what}: no answer within {self._timeout_s} s") from exc
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreError(f"redis {what}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # the client itself broke: still "could not answer"
+            raise StoreError(f"redis {what}: client failure {type(exc).__name__}: {exc}") from exc
 
 
 def _token(reservation_id: str) -> str:
@@ -181,9 +198,13 @@ def _by_slot(items: Iterable[_T], key_of: Callable[[_T], str]) -> list[list[_T]]
     return list(groups.values())
 
 
-def _states(values: list[Any]) -> tuple[LimitState, ...]:
+def _ints(values: list[Any]) -> list[int]:
     try:
-        numbers = [int(v) for v in values]
+        return [int(v) for v in values]
     except (TypeError, ValueError) as exc:
         raise StoreError(f"redis: unexpected reply {values!r}") from exc
+
+
+def _states(numbers: list[int]) -> tuple[LimitState, ...]:
+    """Flat (limit, used, remaining, reset_ms) quadruples, as the script returns them."""
     return tuple(LimitState(*numbers[i : i + 4]) for i in range(0, len(numbers), 4))

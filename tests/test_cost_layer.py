@@ -211,3 +211,45 @@ def test_validate_names_the_file_and_key(
     )  # fmt: skip
     assert result.returncode == 1
     assert str(policy_file) in result.stderr and problem in result.stderr
+
+
+SCOPES = f"""
+    version: 1
+{api_key_identity(tenants={"free": "acme", "pro": "acme", "trial": "other"})}
+    cost:
+      limits:
+        - name: per-key
+          per: [api_key]
+          window: hour
+          requests: 2
+          overrides: {{ "api_key=pro-key": 4 }}
+        - name: per-model
+          per: [model]
+          window: hour
+          requests: {{ "*": 5 }}
+        - name: per-ip
+          per: [ip]
+          window: rolling 1h
+          requests: 100
+    routes:
+      - name: chat
+        match: {{ path: {{ exact: /v1/chat/completions }}, methods: [POST] }}
+        syntax: {{ llm: {{ api: openai.chat_completions }} }}
+        cost: {{}}
+"""
+
+
+def test_scopes_overrides_and_tiers(tmp_path: Path) -> None:
+    """An override beats the tier's amount; a model limit is shared by every principal
+    asking for that model (and only that model); an IP limit rides along."""
+    pipeline = pipeline_for(write_policy(tmp_path, SCOPES))
+    free = [decide(pipeline, "free", chat("free")) for _ in range(3)]
+    assert [d.status for d in free] == [200, 200, 429]
+    assert free[2].error_body()["error"]["details"]["scope"] == "api_key=free-key"
+    pro = [decide(pipeline, "pro", chat("pro")) for _ in range(4)]
+    assert [d.status for d in pro] == [200, 200, 200, 429]  # 4 for the key, but 5 per model
+    details = pro[3].error_body()["error"]["details"]
+    assert (details["name"], details["scope"]) == ("per-model", "model=gpt-4o-mini")
+    other_model = decide(pipeline, "trial", chat("trial", model="gpt-4o"))
+    assert other_model.allowed
+    assert other_model.response_headers["x-ratelimit-remaining-requests"] == "1"  # its key

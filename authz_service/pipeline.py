@@ -21,6 +21,8 @@ from authz_service.layers.cost import CostLayer
 from authz_service.layers.cost.backend import QuotaBackend
 from authz_service.layers.identity import IdentityLayer
 from authz_service.layers.protocol import ProtocolLayer
+from authz_service.layers.routing import RoutingLayer
+from authz_service.layers.routing.feedback import FeedbackHub
 from authz_service.layers.semantics import SemanticsLayer
 from authz_service.layers.syntax import SyntaxLayer
 from authz_service.policy import Policy
@@ -38,10 +40,12 @@ class DecisionObserver(Protocol):
     def observe(self, view: RequestView, decision: Decision, latency_ns: int) -> None: ...
 
 
-def build_layers(policy: Policy, quota: QuotaBackend | None = None) -> list[Layer]:
-    """The layers in DESIGN.md order (routing comes with its own issue). A layer no route
-    uses is left out, so it costs nothing. ``quota``: the process's quota store (default:
-    a new embedded one)."""
+def build_layers(
+    policy: Policy, quota: QuotaBackend | None = None, feedback: FeedbackHub | None = None
+) -> list[Layer]:
+    """The layers in DESIGN.md order. A layer no route uses is left out, so it costs
+    nothing. ``quota``: the process's quota store (default: a new embedded one);
+    ``feedback``: where Envoy's access-log stream reports (default: nowhere)."""
     layers: list[Layer] = [ProtocolLayer(policy.unmatched)]
     if policy.identity is not None:
         layers.append(IdentityLayer(policy.identity))
@@ -52,6 +56,9 @@ def build_layers(policy: Policy, quota: QuotaBackend | None = None) -> list[Laye
     if policy.cost is not None and any(route.cost.active for route in policy.routes):
         backend = quota if quota is not None else QuotaBackend()
         layers.append(CostLayer(policy.cost, backend.store, backend.name))
+    if policy.routing is not None and any(route.routing.active for route in policy.routes):
+        hub = feedback if feedback is not None else FeedbackHub()
+        layers.append(RoutingLayer(policy.routing, hub))
     return layers
 
 
@@ -66,10 +73,11 @@ class Pipeline:
         observers: Sequence[DecisionObserver] = (),
         layers: Sequence[Layer] | None = None,
         quota: QuotaBackend | None = None,
+        feedback: FeedbackHub | None = None,
     ) -> None:
         self.policy = policy
         self._routes = route_table(policy)
-        self._layers = tuple(build_layers(policy, quota) if layers is None else layers)
+        self._layers = tuple(build_layers(policy, quota, feedback) if layers is None else layers)
         self._deadline_s = policy.settings.decision_timeout_ms / 1000
         self._observers = tuple(observers)
 
@@ -122,12 +130,25 @@ class Pipeline:
             methods_on_path=resolution.methods_on_path,
             path_params=resolution.params,
         )
-        for layer in self._layers:
-            current[0] = layer.name
-            denial = await layer.check(ctx)
-            if denial is not None:
-                return _deny(ctx, layer.name, denial)
+        try:
+            for layer in self._layers:
+                current[0] = layer.name
+                denial = await layer.check(ctx)
+                if denial is not None:
+                    await _undo(ctx)
+                    return _deny(ctx, layer.name, denial)
+        except BaseException:  # an error or the deadline: nothing stays charged either
+            await asyncio.shield(_undo(ctx))
+            raise
         return _allow(ctx)
+
+
+async def _undo(ctx: Context) -> None:
+    for step in reversed(ctx.undo):
+        try:
+            await step()
+        except Exception:
+            _log.exception("undo_failed", decision_id=ctx.decision_id)
 
 
 def _allow(ctx: Context) -> Decision:

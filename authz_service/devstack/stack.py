@@ -158,12 +158,15 @@ class Stack:
         envoy_file.write_text(yaml.safe_dump(rendered, sort_keys=False), encoding="utf-8")
         self.start_mock_upstream()
         self.start_service()
+        self.start_envoy()
+
+    def start_envoy(self) -> None:
         self._spawn(
             "envoy",
             [
                 envoy_binary(),
                 "-c",
-                str(envoy_file),
+                str(self.run_dir / "envoy.yaml"),
                 "--use-dynamic-base-id",
                 "--log-level",
                 "warning",
@@ -217,7 +220,13 @@ class Stack:
 
     def stop_service(self, timeout_s: float = 15.0) -> int:
         """SIGTERM the service and wait; returns its exit code."""
-        process = self._processes.pop("authz")
+        return self._stop_one("authz", timeout_s)
+
+    def stop_envoy(self, timeout_s: float = 15.0) -> int:
+        return self._stop_one("envoy", timeout_s)
+
+    def _stop_one(self, name: str, timeout_s: float) -> int:
+        process = self._processes.pop(name)
         process.send_signal(signal.SIGTERM)
         return process.wait(timeout=timeout_s)
 

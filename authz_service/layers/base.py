@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -51,11 +51,19 @@ class Context:
     """The body parsed once by the protocol layer on JSON routes."""
     principal: Principal | None = None
     """Who is asking, once the identity layer has run."""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    """The cost layer's estimate, for the routing layer to price the request."""
+    budget_left: float | None = None
+    """Share of the tightest token budget left after this request (cost layer), if any."""
     upstream_headers: dict[str, str] = field(default_factory=dict)
     headers_to_remove: list[str] = field(default_factory=list)
     response_headers: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     """Flat dynamic metadata for Envoy (access log, later filters) and the decision log."""
+    undo: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    """What to take back if a later layer denies (e.g. release a reservation), so a request
+    that is refused is never charged."""
 
 
 class Layer(Protocol):

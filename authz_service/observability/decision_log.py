@@ -70,5 +70,9 @@ class DecisionLog:
             reservation_id=metadata.get("reservation_id"),
             prompt_tokens=metadata.get("prompt_tokens"),
             reserved_tokens=metadata.get("reserved_tokens"),
+            provider=metadata.get("provider"),
+            provider_reason=metadata.get("provider_reason"),
+            served_model=metadata.get("served_model"),
+            reserved_cost=metadata.get("reserved_cost"),
             latency_us=latency_ns // 1000,
         )

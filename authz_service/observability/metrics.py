@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import Counter
+from collections.abc import Callable
 
 from authz_service.decision import Decision
 from authz_service.request_view import RequestView
@@ -22,6 +23,9 @@ class Metrics:
         self.dry_run_denials: Counter[tuple[str, str]] = Counter()
         self.flags: Counter[tuple[str, str]] = Counter()
         self.quota_decisions: Counter[str] = Counter()
+        self.provider_choices: Counter[tuple[str, str, str]] = Counter()
+        self.readings: dict[str, tuple[str, str, Callable[[], float]]] = {}
+        """Values read when scraped: name -> (type, help, read)."""
         self.reserved_tokens: Counter[str] = Counter()
         self._bucket_counts = [0] * (len(_BUCKETS_S) + 1)
         self._latency_sum_s = 0.0
@@ -39,6 +43,10 @@ class Metrics:
             self.reserved_tokens[decision.route or ""] += int(
                 decision.metadata.get("reserved_tokens", 0)
             )
+        provider = decision.metadata.get("provider")
+        if provider is not None:
+            reason = decision.metadata.get("provider_reason", "")
+            self.provider_choices[(decision.route or "", provider, reason)] += 1
         seconds = latency_ns / 1e9
         self._bucket_counts[bisect.bisect_left(_BUCKETS_S, seconds)] += 1
         self._latency_sum_s += seconds
@@ -81,6 +89,18 @@ class Metrics:
                 f'authz_reserved_tokens_total{{route="{route}"}} {count}'
                 for route, count in sorted(self.reserved_tokens.items())
             ),
+            "# HELP authz_provider_choices_total Requests routed, by provider and why.",
+            "# TYPE authz_provider_choices_total counter",
+            *(
+                f'authz_provider_choices_total{{route="{route}",provider="{provider}",'
+                f'reason="{reason}"}} {count}'
+                for (route, provider, reason), count in sorted(self.provider_choices.items())
+            ),
+            *(
+                line
+                for name, (kind, help_text, read) in sorted(self.readings.items())
+                for line in _reading(name, kind, help_text, read())
+            ),
             "# HELP authz_decision_duration_seconds Time from CheckRequest to Decision.",
             "# TYPE authz_decision_duration_seconds histogram",
         ]
@@ -92,6 +112,10 @@ class Metrics:
         lines.append(f"authz_decision_duration_seconds_sum {self._latency_sum_s}")
         lines.append(f"authz_decision_duration_seconds_count {cumulative}")
         return "\n".join(lines) + "\n"
+
+
+def _reading(name: str, kind: str, help_text: str, value: float) -> tuple[str, str, str]:
+    return f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"
 
 
 def _listed(value: str | None) -> list[str]:

@@ -13,6 +13,7 @@ from jsonschema.exceptions import ValidationError
 from authz_service.layers.cost import settings as cost_settings
 from authz_service.layers.identity import settings as identity_settings
 from authz_service.layers.protocol import settings as protocol_settings
+from authz_service.layers.routing import settings as routing_settings
 from authz_service.layers.semantics import settings as semantics_settings
 from authz_service.layers.semantics.settings import SemanticsCatalog
 from authz_service.layers.syntax import settings as syntax_settings
@@ -121,6 +122,7 @@ def _layer_problems(document: YamlDocument) -> Iterator[Problem]:
     data = document.data if isinstance(document.data, dict) else {}
     yield from _located(document, identity_settings.cross_check(data, Path(document.file).parent))
     yield from _located(document, cost_settings.cross_check(data))
+    yield from _located(document, routing_settings.cross_check(data))
 
 
 def _located(document: YamlDocument, found: Iterable[tuple[KeyPath, str]]) -> Iterator[Problem]:
@@ -154,7 +156,12 @@ def _compile(document: YamlDocument, catalogs: _Catalogs) -> Policy:
                 semantics=semantics_settings.build_route(
                     blocks["semantics"], catalogs.semantics, llm_api
                 ),
-                cost=cost_settings.build_route(_cost_block(layer_defaults, entry), cost, llm_api),
+                cost=cost_settings.build_route(
+                    _optional_block("cost", layer_defaults, entry), cost, llm_api
+                ),
+                routing=routing_settings.build_route(
+                    _optional_block("routing", layer_defaults, entry)
+                ),
             )
         )
     return Policy(
@@ -164,14 +171,18 @@ def _compile(document: YamlDocument, catalogs: _Catalogs) -> Policy:
         settings=Settings(**raw.get("settings", {})),
         identity=identity_settings.build_section(raw.get("identity"), Path(document.file).parent),
         cost=cost,
+        routing=routing_settings.build_section(raw.get("routing")),
     )
 
 
-def _cost_block(defaults: Mapping[str, Any], route: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A route is charged only if it (or ``defaults``) has a ``cost:`` block."""
-    if "cost" not in defaults and "cost" not in route:
+def _optional_block(
+    layer: str, defaults: Mapping[str, Any], route: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Layers that act only where asked: the route's block over ``defaults``, or ``None``
+    when neither has one (a route is charged or routed only if it says so)."""
+    if layer not in defaults and layer not in route:
         return None
-    return {**defaults.get("cost", {}), **route.get("cost", {})}
+    return {**defaults.get(layer, {}), **route.get(layer, {})}
 
 
 def route_table(policy: Policy) -> RouteTable:

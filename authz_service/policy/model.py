@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from authz_service.layers.cost.settings import CostRoute, CostSection
 from authz_service.layers.identity.settings import IdentityRoute, IdentitySettings
 from authz_service.layers.protocol.settings import ProtocolSettings
+from authz_service.layers.routing.settings import RoutingRoute, RoutingSection
 from authz_service.layers.semantics.settings import SemanticsRoute
 from authz_service.layers.syntax.settings import SyntaxRoute
 from authz_service.policy.routes import HostMatcher, PathMatcher
@@ -25,6 +26,7 @@ class Route:
     syntax: SyntaxRoute
     semantics: SemanticsRoute
     cost: CostRoute
+    routing: RoutingRoute
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,8 @@ class Policy:
     """Identity providers; ``None`` when the policy authenticates nobody."""
     cost: CostSection | None = None
     """Limits, model token rules and the quota store; ``None`` when nothing is limited."""
+    routing: RoutingSection | None = None
+    """Providers and how to choose among them; ``None`` when nothing is routed."""
 
     @property
     def max_body_bytes(self) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 from authz_service.layers.cost import settings as cost_settings
 from authz_service.layers.identity import settings as identity_settings
 from authz_service.layers.protocol import settings as protocol_settings
+from authz_service.layers.routing import settings as routing_settings
 from authz_service.layers.semantics import settings as semantics_settings
 from authz_service.layers.syntax import settings as syntax_settings
 from authz_service.policy.model import KNOWN_METHODS
@@ -20,6 +21,7 @@ _LAYERS: dict[str, Any] = {
     "syntax": syntax_settings.ROUTE_SCHEMA,
     "semantics": semantics_settings.ROUTE_SCHEMA,
     "cost": cost_settings.ROUTE_SCHEMA,
+    "routing": routing_settings.ROUTE_SCHEMA,
 }
 """Each layer's settings block; a route and ``defaults`` carry one of each."""
 
@@ -83,6 +85,7 @@ POLICY_SCHEMA: dict[str, Any] = {
         "syntax": syntax_settings.SECTION_SCHEMA,
         "semantics": semantics_settings.SECTION_SCHEMA,
         "cost": cost_settings.SECTION_SCHEMA,
+        "routing": routing_settings.SECTION_SCHEMA,
         "defaults": {"type": "object", "additionalProperties": False, "properties": _LAYERS},
         "unmatched": {
             "type": "object",

@@ -11,16 +11,19 @@ from urllib.parse import urlsplit
 
 import grpc
 import structlog
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from authz_service.layers.cost.backend import open_backend
+from authz_service.layers.routing.feedback import FeedbackHub
 from authz_service.observability.decision_log import FLUSH_INTERVAL_S, DecisionLog
 from authz_service.observability.metrics import Metrics, serve_metrics
 from authz_service.pipeline import Pipeline
 from authz_service.policy import PolicyError, load_policy
+from authz_service.server.access_log import ACCESS_LOG_SERVICE, AccessLogServicer
 from authz_service.server.authorization import AuthorizationServicer
 from authz_service.server.recorder import RequestRecorder
 
@@ -57,10 +60,23 @@ class Service:
         self._observers = (self.decision_log, self.metrics)
         policy = load_policy(options.config)
         self.quota = open_backend(options.redis_url, options.redis_cluster)
+        self.feedback = FeedbackHub()
+        self.access_log = AccessLogServicer(self.feedback)
+        self.metrics.readings["authz_access_log_observations_total"] = (
+            "counter",
+            "Upstream requests Envoy's access-log stream reported (provider health input).",
+            lambda: self.feedback.observations,
+        )
+        self.metrics.readings["authz_access_log_streams"] = (
+            "gauge",
+            "Access-log streams from Envoy open now.",
+            lambda: self.access_log.streams,
+        )
         self._max_message_bytes = policy.max_body_bytes + _GRPC_OVERHEAD_BYTES
         self._recorder = RequestRecorder(options.record) if options.record else None
         self.authorization = AuthorizationServicer(
-            Pipeline(policy, self._observers, quota=self.quota), self._recorder
+            Pipeline(policy, self._observers, quota=self.quota, feedback=self.feedback),
+            self._recorder,
         )
         self.health = HealthServicer()
         self._stopping = asyncio.Event()
@@ -75,9 +91,11 @@ class Service:
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(self.authorization, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.access_log, server)
         reflection.enable_server_reflection(
             (
                 AUTHORIZATION_SERVICE,
+                ACCESS_LOG_SERVICE,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -140,7 +158,7 @@ class Service:
             return
         if policy.max_body_bytes + _GRPC_OVERHEAD_BYTES > self._max_message_bytes:
             _log.warning("reload_body_limit_needs_restart", max_body_bytes=policy.max_body_bytes)
-        replacement = Pipeline(policy, self._observers, quota=self.quota)
+        replacement = Pipeline(policy, self._observers, quota=self.quota, feedback=self.feedback)
         await replacement.start()
         previous, self.authorization.pipeline = self.authorization.pipeline, replacement
         await previous.stop()

@@ -15,9 +15,15 @@ from authz_service.layers.base import NO_JSON_BODY, Context, LayerName
 from authz_service.layers.cost.breaker import CircuitBreaker
 from authz_service.layers.cost.estimate import output_tokens, prompt_tokens
 from authz_service.layers.cost.headers import exceeded_denial, ratelimit_headers
-from authz_service.layers.cost.scopes import applied_limits, partition_of
+from authz_service.layers.cost.scopes import Applied, applied_limits, partition_of
 from authz_service.layers.cost.settings import CostRoute, CostSection
-from authz_service.layers.cost.store.base import Charge, Outcome, QuotaStore, StoreError
+from authz_service.layers.cost.store.base import (
+    Charge,
+    LimitState,
+    Outcome,
+    QuotaStore,
+    StoreError,
+)
 from authz_service.layers.cost.store.memory import MemoryStore
 from authz_service.layers.cost.tokenizers import load_tokenizer
 
@@ -117,7 +123,11 @@ class CostLayer:
             return exceeded_denial(
                 route.status, applied[index], outcome.states[index], tokens, headers
             )
+        ctx.prompt_tokens, ctx.output_tokens = prompt, tokens - prompt
+        ctx.budget_left = budget_left(applied, outcome.states)
         reservation = outcome.reservation_id or ""
+        store = self._fallback if mode == "fallback" else self._store
+        ctx.undo.append(lambda: store.settle(reservation, 0))
         ctx.upstream_headers[RESERVATION_HEADER] = reservation
         ctx.upstream_headers[TOKENS_HEADER] = str(tokens)
         ctx.response_headers.update(headers)
@@ -166,3 +176,13 @@ class CostLayer:
             return None
         self._breaker.succeeded()
         return outcome
+
+
+def budget_left(applied: list[Applied], states: tuple[LimitState, ...]) -> float | None:
+    """The smallest share left of any token budget this request was charged to."""
+    shares = [
+        state.remaining / state.limit
+        for entry, state in zip(applied, states, strict=True)
+        if entry.limit.kind == "tokens" and state.limit > 0
+    ]
+    return min(shares, default=None)

@@ -1,4 +1,8 @@
-"""Layer 5, routing — not built yet (issue: provider choice by tier, cost, latency).
-
-It will implement :class:`authz_service.layers.base.Layer`.
+"""Layer 5, routing: the provider that serves each request, chosen by tier, model, price,
+observed latency and health (fed back by Envoy's access-log stream) and the budget left,
+told to Envoy by a request header its route table matches on.
 """
+
+from authz_service.layers.routing.layer import RoutingLayer
+
+__all__ = ["RoutingLayer"]

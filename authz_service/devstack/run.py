@@ -108,11 +108,26 @@ Ready. Paste these (each denial is JSON with a decision id; watch the decision l
   curl -i {edge}/v1/chat/completions {json} {blocked} -d '{chat}'
   curl -i {edge}/v1/chat/completions {json} {auth} -d '{injection}'
 
+  # routed by tier: free lands on the self-hosted provider (which runs llama-3-8b for
+  # gpt-4o-mini), pro on the cheapest provider within its latency target (hosted);
+  # x-mock-provider says who answered, x-authz-provider-reason why
+  curl -s -D - -o /dev/null {edge}/v1/chat/completions {json} {free} -d '{chat}' | grep -i provider
+  curl -s -D - -o /dev/null {edge}/v1/chat/completions {json} {auth} -d '{chat}' | grep -i provider
+
+  # routed by failure: make the hosted provider fail; Envoy's access-log stream tells the
+  # service, and pro traffic moves to the self-hosted provider within a few requests...
+  curl -s -X POST 'http://127.0.0.1:{ports.hosted}/__fail?rate=1'
+  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -D - {edge}/v1/chat/completions {json} \\
+    {auth} -d '{chat}' | grep -iE '^HTTP|x-mock-provider'; sleep 0.2; done
+  # ...and comes back once it recovers (after the 5 s cool-down)
+  curl -s -X POST 'http://127.0.0.1:{ports.hosted}/__fail?rate=0'; sleep 6
+  curl -s -D - -o /dev/null {edge}/v1/chat/completions {json} {auth} -d '{chat}' | grep -i provider
+
   # denied 429 within a few requests: the trial tier's tiny token budget (1,000 a day).
   # Allowed answers carry x-ratelimit-remaining-tokens; the 429 names the limit, its scope,
   # window and reset, with Retry-After
   T=$(.venv/bin/authz-service dev-token --subject trial-user --tier trial)
-  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -D - {edge}/v1/chat/completions {json} \
+  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -D - {edge}/v1/chat/completions {json} \\
     -H "authorization: Bearer $T" -d '{trial_chat}' | grep -iE '^HTTP|remaining-tokens'; done
   curl -s {edge}/v1/chat/completions {json} -H "authorization: Bearer $T" -d '{trial_chat}'
   # with REDIS_URL set, the operator's view of that user, and a reset

@@ -30,7 +30,7 @@ from authz_service.devstack.stack import REPO, Ports
 from authz_service.envoy_codec import request_view
 from authz_service.pipeline import Pipeline
 from authz_service.policy import load_policy
-from benchmarks import layer_cost, quota_cost
+from benchmarks import layer_cost, quota_cost, routing_cost
 
 DURATION_S = int(os.environ.get("BENCH_SECONDS", "8"))
 CLIENTS, STREAMS = (
@@ -236,6 +236,7 @@ def main() -> int:
     print(f"  the cache makes a repeated token {fresh_us / cached_us:.1f}x cheaper")
     layer_cost.report()
     quota_cost.report()
+    routing_cost.report()
     return 0 if service.failed == 0 and baseline.failed == 0 else 1
 
 

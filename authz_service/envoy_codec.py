@@ -86,7 +86,12 @@ def _content_length(headers: Mapping[str, str]) -> int | None:
 def _peer(peer: AttributeContext.Peer) -> Peer:
     address = peer.address.socket_address
     where = f"{address.address}:{address.port_value}" if address.address else ""
-    return Peer(address=where, principal=peer.principal, certificate=peer.certificate)
+    return Peer(
+        address=where,
+        ip=address.address,
+        principal=peer.principal,
+        certificate=peer.certificate,
+    )
 
 
 def check_response(decision: Decision) -> CheckResponse:

@@ -19,6 +19,8 @@ class Peer:
 
     address: str = ""
     """``ip:port`` of the downstream peer (or a pipe path)."""
+    ip: str = ""
+    """The peer's IP address alone: what per-address limits count by."""
     principal: str = ""
     """The verified client certificate's URI SAN (else DNS SAN, else subject), when mTLS is on."""
     certificate: str = ""

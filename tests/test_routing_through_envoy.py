@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,18 @@ def test_the_access_log_stream_survives_envoy_reconnecting(stack: Stack) -> None
     stack.stop_envoy()
     stack.start_envoy()
     fail_over_and_back(stack, headers)  # only the new stream can have reported the failures
+
+
+def test_a_burst_of_anonymous_requests_from_one_address_is_cut(demo_stack: Stack) -> None:
+    """Abuse protection from the cost layer: 50 anonymous requests per second per address
+    on /echo (demo policy), so a burst gets 429s naming the limit."""
+    time.sleep(1 - time.time() % 1)  # start at the beginning of a one-second window
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(lambda _: edge(demo_stack, "GET", "/echo/burst"), range(80)))
+    time.sleep(1.1)  # leave the next tests a fresh window
+    statuses = [reply.status for reply in replies]
+    denial = next((reply for reply in replies if reply.status == 429), None)
+    assert set(statuses) == {200, 429} and denial is not None, statuses
+    details = denial.json()["error"]["details"]
+    assert (details["name"], details["scope"]) == ("ip-requests-per-second", "ip=127.0.0.1")
+    assert denial.headers["retry-after"] == "1"

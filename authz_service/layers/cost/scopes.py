@@ -84,7 +84,7 @@ def applied_limits(
     route = ctx.route.name if ctx.route is not None else ""
     applied = []
     for limit in limits:
-        scope = scope_of(limit, principal, route, model, ctx.view.source.address)
+        scope = scope_of(limit, principal, route, model, ctx.view.source.ip)
         if scope is None:
             continue
         amount = limit.amount_for(tier, scope)

@@ -78,7 +78,7 @@ class RoutingLayer:
             self._rng,
         )
         reason = f"budget_low:{choice.reason}" if low_budget else choice.reason
-        who = principal.subject if principal is not None else ctx.view.source.address
+        who = principal.subject if principal is not None else ctx.view.source.ip
         wait_s = self._switches.allow(who, model, choice.provider.name)
         if wait_s is not None:
             return Denial(

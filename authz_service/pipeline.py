@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import structlog
@@ -30,6 +30,7 @@ from authz_service.policy.loader import route_table
 from authz_service.request_view import RequestView
 
 DECISION_ID_HEADER = "x-authz-decision-id"
+UNDO_TIMEOUT_S = 2.0
 
 _log = structlog.get_logger("authz_service.pipeline")
 
@@ -80,6 +81,7 @@ class Pipeline:
         self._layers = tuple(build_layers(policy, quota, feedback) if layers is None else layers)
         self._deadline_s = policy.settings.decision_timeout_ms / 1000
         self._observers = tuple(observers)
+        self._undoing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the layers' background work (e.g. the first fetch of signing keys)."""
@@ -88,6 +90,8 @@ class Pipeline:
                 await layer.start()
 
     async def stop(self) -> None:
+        if self._undoing:  # let releases in progress reach the store
+            await asyncio.wait(self._undoing, timeout=UNDO_TIMEOUT_S)
         for layer in self._layers:
             if isinstance(layer, Lifecycle):
                 await layer.stop()
@@ -135,20 +139,30 @@ class Pipeline:
                 current[0] = layer.name
                 denial = await layer.check(ctx)
                 if denial is not None:
-                    await _undo(ctx)
+                    self._undo_later(ctx)
                     return _deny(ctx, layer.name, denial)
-        except BaseException:  # an error or the deadline: nothing stays charged either
-            await asyncio.shield(_undo(ctx))
+        except BaseException:  # an error or the deadline: nothing stays reserved either
+            self._undo_later(ctx)
             raise
         return _allow(ctx)
 
+    def _undo_later(self, ctx: Context) -> None:
+        """Take back what earlier layers did, off the request path: the answer does not
+        wait for the store, and no step can run twice."""
+        steps, ctx.undo = ctx.undo[::-1], []
+        if steps:
+            task = asyncio.get_running_loop().create_task(_undo(steps, ctx.decision_id))
+            self._undoing.add(task)
+            task.add_done_callback(self._undoing.discard)
 
-async def _undo(ctx: Context) -> None:
-    for step in reversed(ctx.undo):
+
+async def _undo(steps: list[Callable[[], Awaitable[object]]], decision_id: str) -> None:
+    for step in steps:
         try:
-            await step()
+            async with asyncio.timeout(UNDO_TIMEOUT_S):
+                await step()
         except Exception:
-            _log.exception("undo_failed", decision_id=ctx.decision_id)
+            _log.exception("undo_failed", decision_id=decision_id)
 
 
 def _allow(ctx: Context) -> Decision:

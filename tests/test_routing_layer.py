@@ -258,3 +258,15 @@ def test_a_request_refused_after_its_reservation_is_not_charged(pipeline: Pipeli
     allowed = decide(pipeline, "free", chat(max_tokens=10))
     spent = int(allowed.metadata["reserved_tokens"])
     assert allowed.response_headers["x-ratelimit-remaining-tokens"] == str(200 - spent)
+
+
+def test_a_slow_average_is_forgotten_so_the_provider_is_measured_again() -> None:
+    routing, clock = section("cheapest_within_target"), [0.0]
+    health = board(routing, clock)
+    for _ in range(3):  # slow, but not slow enough for a cool-down: simply not chosen
+        health.observe(Observation("cheap", 200, 1500.0))
+    pick = choose(candidates(routing), routing.strategy, health, 1, 1, random.Random(1))
+    assert pick.provider.name == "pricey"
+    clock[0] = 10.1  # cooldown_s without news of it
+    pick = choose(candidates(routing), routing.strategy, health, 1, 1, random.Random(1))
+    assert pick.provider.name == "cheap"

@@ -164,6 +164,9 @@ class CostLayer:
         try:
             async with asyncio.timeout(self._timeout_s):
                 outcome = await self._store.reserve(partition, charges)
+        except asyncio.CancelledError:  # the decision's deadline passed first: a failure too
+            self._breaker.failed()
+            raise
         except (StoreError, TimeoutError) as exc:
             self._breaker.failed()
             _log.warning(

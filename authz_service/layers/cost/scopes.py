@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from authz_service.layers.base import Context
-from authz_service.layers.cost.settings import Dimension, LimitSpec
+from authz_service.layers.cost.settings import Dimension, LimitSpec, scope_text
 from authz_service.layers.cost.store.base import KEY_PREFIX, Charge, hash_tag
 from authz_service.layers.identity.principal import Principal
 
@@ -43,13 +42,13 @@ def scope_of(
 ) -> str | None:
     """``dim=value,...`` for this request, or ``None`` when the limit does not apply
     (an ``api_key`` limit for a token-bearing principal, a ``model`` limit without one)."""
-    parts = []
+    parts: list[tuple[str, str]] = []
     for dimension in limit.per:
         value = _value(dimension, principal, route, model, ip)
         if value is None:
             return None
-        parts.append(f"{dimension}={quote(value, safe='@._-:')}")
-    return ",".join(parts)
+        parts.append((dimension, value))
+    return scope_text(parts)
 
 
 def _value(

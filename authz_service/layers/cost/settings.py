@@ -8,9 +8,10 @@ and overrides per scope value. Everything is checked and compiled here, at load.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+from urllib.parse import quote
 
 from authz_service.layers.cost.store.base import ChargeKind, Window
 from authz_service.layers.syntax.llm import ANY_TIER, LLM_APIS, LlmApi
@@ -20,10 +21,14 @@ Dimension = Literal["user", "tenant", "api_key", "model", "route", "ip"]
 DIMENSIONS: tuple[Dimension, ...] = get_args(Dimension)
 TokenizerName = Literal["o200k_base", "cl100k_base", "estimate"]
 OnFailure = Literal["deny", "fallback"]
+Partition = Literal["global", "tenant"]
 """Quota store unreachable: deny (503, fail closed) or admit against a local limit."""
 
+DECISION_TIMEOUT_MS = 450
+"""``settings.decision_timeout_ms``'s default (policy/model.py)."""
+
 PRINCIPAL_DIMENSIONS = frozenset({"user", "tenant", "api_key"})
-"""Scopes that belong to one tenant: limits using only these can share a tenant's slot."""
+"""Scopes that belong to one tenant: a limit using one of them can live in a tenant's slot."""
 
 
 # ---- compiled settings -------------------------------------------------------------------
@@ -69,6 +74,9 @@ class StoreSettings:
     """Consecutive store failures that open the circuit breaker."""
     breaker_open_s: float = 2.0
     """How long an open breaker skips the store before one request probes it again."""
+    partition: Partition = "global"
+    """Which counters share a Redis Cluster slot (one decision's counters must): all of
+    them, or each tenant's (then every limit must be scoped by user, tenant or API key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +85,10 @@ class CostSection:
     models: Mapping[str, ModelCost]
     default_model: ModelCost
     store: StoreSettings
-    partition_by_tenant: bool
-    """Every limit is scoped by user, tenant or API key, so each tenant's counters can live in
-    one Redis Cluster slot of their own; otherwise all share one slot."""
+
+    @property
+    def partition_by_tenant(self) -> bool:
+        return self.store.partition == "tenant"
 
     def model(self, name: object) -> ModelCost:
         """The token rules of the requested model (any JSON value), else the defaults."""
@@ -158,6 +167,7 @@ SECTION_SCHEMA: dict[str, Any] = {
                 "fallback_scale": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                 "breaker_failures": {"type": "integer", "minimum": 1, "maximum": 1000},
                 "breaker_open_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+                "partition": {"enum": list(get_args(Partition))},
             },
         },
     },
@@ -180,6 +190,21 @@ _KINDS: tuple[ChargeKind, ...] = get_args(ChargeKind)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAMED_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _SCOPE = re.compile(r"^[a-z_]+=[^,]*(,[a-z_]+=[^,]*)*$")
+
+
+def scope_text(parts: Sequence[tuple[str, str]]) -> str:
+    """``dim=value,...`` with values escaped: no ``,``, ``=`` or ``:`` survives, so a scope
+    can neither fake another dimension nor end a counter key like another key's suffix."""
+    return ",".join(f"{dimension}={quote(value, safe='@._-')}" for dimension, value in parts)
+
+
+def _scope_parts(scope: str) -> list[tuple[str, str]]:
+    """``user=alice,model=x`` as written in an override -> its (dimension, value) pairs."""
+    parts = []
+    for part in scope.split(","):
+        dimension, _, value = part.partition("=")
+        parts.append((dimension, value))
+    return parts
 
 
 def parse_window(text: str) -> Window:
@@ -211,6 +236,22 @@ def cross_check(data: Mapping[str, Any]) -> Iterator[tuple[KeyPath, str]]:
             yield ("cost", "limits", index, "name"), f"limit name {limit['name']!r} is used twice"
         declared[limit["name"]] = limit
         yield from _override_problems(("cost", "limits", index), limit)
+        per = limit.get("per", [])
+        by_tenant = _mapping(section.get("store")).get("partition") == "tenant"
+        if by_tenant and isinstance(per, list) and not PRINCIPAL_DIMENSIONS & set(per):
+            yield (
+                ("cost", "limits", index, "per"),
+                "with store.partition: tenant, every limit needs user, tenant or api_key in "
+                "`per` (a counter shared across tenants cannot live in one tenant's slot)",
+            )
+    timeout = _mapping(section.get("store")).get("timeout_ms", StoreSettings().timeout_ms)
+    deadline = _mapping(data.get("settings")).get("decision_timeout_ms", DECISION_TIMEOUT_MS)
+    if isinstance(timeout, int) and isinstance(deadline, int) and timeout >= deadline:
+        yield (
+            ("cost", "store", "timeout_ms"),
+            f"must be shorter than settings.decision_timeout_ms ({deadline}), or the store's "
+            "failures would end as deadline timeouts instead of the configured on_failure",
+        )
     models = _mapping(section.get("models"))
     for name, model in [*models.items(), ("", section.get("default_model"))]:
         model = _mapping(model)
@@ -282,8 +323,6 @@ def build_section(raw: Mapping[str, Any] | None) -> CostSection | None:
         models={name: ModelCost(**entry) for name, entry in raw.get("models", {}).items()},
         default_model=ModelCost(**raw.get("default_model", {})),
         store=StoreSettings(**raw.get("store", {})),
-        partition_by_tenant=bool(limits)
-        and all(set(limit.per) & PRINCIPAL_DIMENSIONS for limit in limits.values()),
     )
 
 
@@ -302,7 +341,10 @@ def _limit(raw: Mapping[str, Any]) -> LimitSpec:
         window=window,
         window_label=label,
         amounts=dict(amounts),
-        overrides=dict(raw.get("overrides", {})),
+        overrides={
+            scope_text(_scope_parts(scope)): amount
+            for scope, amount in raw.get("overrides", {}).items()
+        },
     )
 
 

@@ -29,7 +29,7 @@ class Observation:
 
 
 class ProviderHealth:
-    __slots__ = ("_limits", "cooldown_until", "error_rate", "latency_ms", "samples")
+    __slots__ = ("_limits", "cooldown_until", "error_rate", "last_seen", "latency_ms", "samples")
 
     def __init__(self, limits: HealthLimits) -> None:
         self._limits = limits
@@ -37,6 +37,7 @@ class ProviderHealth:
         self.latency_ms: float | None = None
         self.error_rate = 0.0
         self.cooldown_until = 0.0
+        self.last_seen = 0.0
 
     def observe(self, observation: Observation, target_ms: float, now: float) -> str | None:
         """Add one observation; the reason when this one made the provider unhealthy."""
@@ -53,6 +54,7 @@ class ProviderHealth:
                 latency if previous is None else previous + alpha * (latency - previous)
             )
         self.samples += 1
+        self.last_seen = now
         if self.samples < self._limits.min_samples or now < self.cooldown_until:
             return None
         if self.error_rate > self._limits.max_error_rate:
@@ -91,6 +93,7 @@ class HealthBoard:
         self._health = {name: ProviderHealth(limits) for name in self._names()}
         self._on_unhealthy = on_unhealthy
         self._clock = clock
+        self._cooldown_s = limits.cooldown_s
 
     def _names(self) -> list[str]:
         return [provider.name for provider in self._providers.values()]
@@ -113,7 +116,12 @@ class HealthBoard:
         return self._health[provider.name].available(self._clock())
 
     def latency_ms(self, provider: Provider) -> float | None:
-        return self._health[provider.name].latency_ms
+        """The average latency, forgotten once ``cooldown_s`` pass without news: a provider
+        a strategy stopped choosing because it was slow gets chosen, and measured, again."""
+        health = self._health[provider.name]
+        if health.latency_ms is not None and self._clock() - health.last_seen > self._cooldown_s:
+            health.latency_ms = None
+        return health.latency_ms
 
     def snapshot(self) -> dict[str, ProviderHealth]:
         return dict(self._health)

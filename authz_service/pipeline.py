@@ -16,13 +16,13 @@ from typing import Protocol
 import structlog
 
 from authz_service.decision import Decision, Denial
+from authz_service.feedback import FeedbackHub
 from authz_service.layers.base import Context, Layer, LayerName, Lifecycle
 from authz_service.layers.cost import CostLayer
 from authz_service.layers.cost.backend import QuotaBackend
 from authz_service.layers.identity import IdentityLayer
 from authz_service.layers.protocol import ProtocolLayer
 from authz_service.layers.routing import RoutingLayer
-from authz_service.layers.routing.feedback import FeedbackHub
 from authz_service.layers.semantics import SemanticsLayer
 from authz_service.layers.syntax import SyntaxLayer
 from authz_service.policy import Policy
@@ -56,7 +56,7 @@ def build_layers(
         layers.append(SemanticsLayer())
     if policy.cost is not None and any(route.cost.active for route in policy.routes):
         backend = quota if quota is not None else QuotaBackend()
-        layers.append(CostLayer(policy.cost, backend.store, backend.name))
+        layers.append(CostLayer(policy.cost, backend.store, backend.name, feedback))
     if policy.routing is not None and any(route.routing.active for route in policy.routes):
         hub = feedback if feedback is not None else FeedbackHub()
         layers.append(RoutingLayer(policy.routing, hub))

@@ -11,7 +11,7 @@ from pathlib import Path
 from envoy.data.accesslog.v3 import accesslog_pb2
 
 from authz_service.layers.routing import RoutingLayer
-from authz_service.layers.routing.feedback import FeedbackHub
+from authz_service.feedback import FeedbackHub
 from authz_service.policy import load_policy
 from authz_service.server.access_log import observation
 from benchmarks.layer_cost import chat_body, check_request, layer_us, per_call_us

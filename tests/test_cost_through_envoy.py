@@ -97,6 +97,7 @@ def test_trial_budget_spent_then_429_then_reset_by_the_operator(demo_stack: Stac
     assert set(quota("reset", subject, "trial")["reset"]) == {
         "user-tokens-per-day",
         "user-requests-per-minute",
+        "user-in-flight",
         "classifier-requests-per-second",
     }  # the principal's own counters; the tenant's monthly budget is shared and stays
     again = edge(demo_stack, "POST", "/v1/chat/completions", chat_body(), headers)
@@ -207,3 +208,16 @@ def wait_for_health(stack: Stack, status: int) -> None:
 
 def edge_metrics(stack: Stack) -> str:
     return http_request("GET", f"http://127.0.0.1:{stack.ports.metrics}/metrics").body.decode()
+
+
+def test_in_flight_leases_end_when_envoy_reports_the_request_done(demo_stack: Stack) -> None:
+    """The demo allows a free user 8 requests in flight; Envoy's access-log stream tells
+    the service each one finished, so 12 one after the other all pass."""
+    headers = bearer(demo_stack, f"lease-{uuid.uuid4().hex[:8]}", "free")
+    statuses = []
+    for _ in range(12):
+        statuses.append(
+            edge(demo_stack, "POST", "/v1/chat/completions", chat_body("Hi", 5), headers).status
+        )
+        time.sleep(0.3)  # Envoy flushes the access log every 0.1 s
+    assert statuses == [200] * 12

@@ -16,7 +16,7 @@ import pytest
 
 from authz_service.decision import Decision
 from authz_service.envoy_codec import request_view
-from authz_service.layers.routing.feedback import FeedbackHub
+from authz_service.feedback import FeedbackHub
 from authz_service.layers.routing.health import HealthBoard, Observation
 from authz_service.layers.routing.settings import HealthLimits, RoutingSection, build_section
 from authz_service.layers.routing.strategies import choose

@@ -12,7 +12,8 @@ import structlog
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from authz_service.layers.routing.feedback import FeedbackHub
+from authz_service.feedback import FeedbackHub
+from authz_service.layers.cost.layer import RESERVATION_HEADER, TOKENS_HEADER
 from authz_service.layers.routing.health import Observation
 
 ACCESS_LOG_SERVICE = als_pb2.DESCRIPTOR.services_by_name["AccessLogService"].full_name
@@ -52,6 +53,17 @@ def observation(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observation | None:
     )
 
 
+def finished_reservation(entry: accesslog_pb2.HTTPAccessLogEntry) -> tuple[str, int] | None:
+    """(reservation id, reserved tokens) of a request the cost layer admitted, from the
+    request headers Envoy logs (``additional_request_headers_to_log``)."""
+    headers = entry.request.request_headers
+    reservation = headers.get(RESERVATION_HEADER, "")
+    tokens = headers.get(TOKENS_HEADER, "")
+    if not reservation or not tokens.isdigit():
+        return None
+    return reservation, int(tokens)
+
+
 class AccessLogServicer(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
     def __init__(self, hub: FeedbackHub) -> None:
         self._hub = hub
@@ -76,6 +88,9 @@ class AccessLogServicer(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[
                     found = observation(entry)
                     if found is not None:
                         self._hub.observe(found)
+                    reservation = finished_reservation(entry)
+                    if reservation is not None:
+                        self._hub.finished(*reservation)
         finally:
             self.streams -= 1
         return als_pb2.StreamAccessLogsResponse()

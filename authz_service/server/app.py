@@ -17,8 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from authz_service.feedback import FeedbackHub
 from authz_service.layers.cost.backend import open_backend
-from authz_service.layers.routing.feedback import FeedbackHub
 from authz_service.observability.decision_log import FLUSH_INTERVAL_S, DecisionLog
 from authz_service.observability.metrics import Metrics, serve_metrics
 from authz_service.pipeline import Pipeline

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from authz_service.decision import Denial
+from authz_service.feedback import FeedbackHub
 from authz_service.layers.base import NO_JSON_BODY, Context, LayerName
 from authz_service.layers.cost.breaker import CircuitBreaker
 from authz_service.layers.cost.estimate import output_tokens, prompt_tokens
@@ -31,6 +32,7 @@ RESERVATION_HEADER = "x-authz-reservation"
 TOKENS_HEADER = "x-authz-reserved-tokens"
 _PROBE_INTERVAL_S = 1.0
 _WARM_UP_TIMEOUT_S = 2.0
+_RELEASE_TIMEOUT_S = 2.0
 
 _log = structlog.get_logger("authz_service.cost")
 
@@ -38,8 +40,18 @@ _log = structlog.get_logger("authz_service.cost")
 class CostLayer:
     name: LayerName = "cost"
 
-    def __init__(self, section: CostSection, store: QuotaStore, store_name: str) -> None:
+    def __init__(
+        self,
+        section: CostSection,
+        store: QuotaStore,
+        store_name: str,
+        feedback: FeedbackHub | None = None,
+    ) -> None:
         self._section = section
+        self._feedback = feedback
+        self._releasing: set[asyncio.Task[None]] = set()
+        # Leases end when Envoy reports the request finished (its access-log stream).
+        self._holds_leases = any(limit.kind == "in_flight" for limit in section.limits.values())
         self._store = store
         self._store_name = store_name
         settings = section.store
@@ -63,8 +75,14 @@ class CostLayer:
             self._breaker.failed()
             _log.warning("quota_store_unreachable_at_start", store=self._store_name, error=str(exc))
         self._prober = asyncio.create_task(self._probe_while_open())
+        if self._feedback is not None and self._holds_leases:
+            self._feedback.attach_finished(self.release_lease)
 
     async def stop(self) -> None:
+        if self._feedback is not None:
+            self._feedback.detach_finished(self.release_lease)
+        if self._releasing:
+            await asyncio.wait(self._releasing, timeout=_RELEASE_TIMEOUT_S)
         if self._prober is not None:
             self._prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -87,6 +105,21 @@ class CostLayer:
                 continue
             self._breaker.succeeded()
             _log.info("quota_store_recovered", store=self._store_name)
+
+    def release_lease(self, reservation_id: str, reserved_tokens: int) -> None:
+        """Envoy finished this request: end its in-flight leases. Its tokens stay charged
+        in full (settled at what was reserved) until actual usage is reported."""
+        task = asyncio.get_running_loop().create_task(self._settle(reservation_id, reserved_tokens))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _settle(self, reservation_id: str, tokens: int) -> None:
+        try:
+            async with asyncio.timeout(_RELEASE_TIMEOUT_S):
+                if not await self._store.settle(reservation_id, tokens):
+                    await self._fallback.settle(reservation_id, tokens)
+        except (StoreError, TimeoutError) as exc:  # the lease then ends with its lease_s
+            _log.warning("lease_release_failed", store=self._store_name, error=str(exc))
 
     # ---- the check ----------------------------------------------------------------------
 

@@ -146,7 +146,7 @@ _LIMIT = {
         "tokens": _AMOUNT,
         "requests": _AMOUNT,
         "in_flight": _AMOUNT,
-        "lease_s": {"type": "integer", "minimum": 1, "maximum": 86400},
+        "lease_s": {"type": "integer", "minimum": 1, "maximum": 3600},
         "overrides": {"type": "object", "additionalProperties": _COUNT},
     },
 }

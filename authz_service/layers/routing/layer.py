@@ -11,8 +11,8 @@ from typing import Any
 import structlog
 
 from authz_service.decision import Denial
+from authz_service.feedback import FeedbackHub
 from authz_service.layers.base import Context, LayerName
-from authz_service.layers.routing.feedback import FeedbackHub
 from authz_service.layers.routing.health import HealthBoard, ProviderHealth
 from authz_service.layers.routing.settings import RoutingRoute, RoutingSection
 from authz_service.layers.routing.strategies import choose

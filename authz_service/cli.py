@@ -249,6 +249,9 @@ def _quota(args: argparse.Namespace) -> int:
 
     try:
         report = asyncio.run(run())
+    except operator.OperatorError as exc:
+        print(f"authz-service quota: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         print(f"authz-service quota: {exc}", file=sys.stderr)
         return 1

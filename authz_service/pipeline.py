@@ -56,7 +56,7 @@ def build_layers(
         layers.append(SemanticsLayer())
     if policy.cost is not None and any(route.cost.active for route in policy.routes):
         backend = quota if quota is not None else QuotaBackend()
-        layers.append(CostLayer(policy.cost, backend.store, backend.name, feedback))
+        layers.append(CostLayer(policy.cost, backend, feedback))
     if policy.routing is not None and any(route.routing.active for route in policy.routes):
         hub = feedback if feedback is not None else FeedbackHub()
         layers.append(RoutingLayer(policy.routing, hub))

@@ -59,7 +59,7 @@ async def measure(backend: QuotaBackend, policy_file: Path) -> float:
     policy = load_policy(policy_file)
     route = route_table(policy).resolve("", "POST", "/v1/chat/completions").route
     assert route is not None and policy.cost is not None
-    layer = CostLayer(policy.cost, backend.store, backend.name)
+    layer = CostLayer(policy.cost, backend)
     await layer.start()
     body = chat_body()
     view = request_view(check_request("/v1/chat/completions", "application/json", body))

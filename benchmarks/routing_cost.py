@@ -10,8 +10,8 @@ from pathlib import Path
 
 from envoy.data.accesslog.v3 import accesslog_pb2
 
-from authz_service.layers.routing import RoutingLayer
 from authz_service.feedback import FeedbackHub
+from authz_service.layers.routing import RoutingLayer
 from authz_service.policy import load_policy
 from authz_service.server.access_log import observation
 from benchmarks.layer_cost import chat_body, check_request, layer_us, per_call_us
@@ -43,7 +43,7 @@ routes:
 def access_log_entry() -> accesslog_pb2.HTTPAccessLogEntry:
     entry = accesslog_pb2.HTTPAccessLogEntry()
     entry.common_properties.upstream_cluster = "mock_hosted"
-    entry.common_properties.time_to_last_upstream_rx_byte.nanos = 42_000_000
+    entry.common_properties.time_to_first_upstream_rx_byte.nanos = 42_000_000
     entry.response.response_code.value = 200
     return entry
 

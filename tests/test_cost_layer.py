@@ -253,3 +253,12 @@ def test_scopes_overrides_and_tiers(tmp_path: Path) -> None:
     other_model = decide(pipeline, "trial", chat("trial", model="gpt-4o"))
     assert other_model.allowed
     assert other_model.response_headers["x-ratelimit-remaining-requests"] == "1"  # its key
+
+
+def test_a_request_larger_than_the_whole_budget_is_told_so(policy_file: Path) -> None:
+    """Waiting would not help: its own code, and no Retry-After."""
+    pipeline = pipeline_for(policy_file)
+    decision = decide(pipeline, "trial", chat("trial", max_tokens=1000))  # > 600
+    assert (decision.status, decision.reason) == (429, "cost.request_exceeds_limit")
+    assert "retry-after" not in decision.headers
+    assert "never fit" in decision.message

@@ -50,7 +50,7 @@ POLICY = f"""
         - {{ name: budget, per: [user], window: day, tokens: {{ free: 200, "*": 1000000 }} }}
     routing:
       strategy: cheapest_within_target
-      model_header: x-model
+      model_header: x-authz-model
       low_budget_fraction: 0.5
       max_model_switches_per_minute: 2
       health: {{ min_samples: 2, max_error_rate: 0.5, cooldown_s: 60 }}
@@ -96,7 +96,7 @@ def test_the_cheapest_healthy_provider_gets_the_request(pipeline: Pipeline) -> N
     decision = decide(pipeline, "pro", chat())
     assert decision.allowed
     assert decision.headers["x-authz-provider"] == "cheap"
-    assert decision.headers["x-model"] == "gpt-4o-mini"
+    assert decision.headers["x-authz-model"] == "gpt-4o-mini"
     assert decision.response_headers["x-authz-provider"] == "cheap"
     assert decision.response_headers["x-authz-provider-reason"] == "cheapest_within_target"
     prompt, reserved = (
@@ -109,7 +109,10 @@ def test_the_cheapest_healthy_provider_gets_the_request(pipeline: Pipeline) -> N
 
 def test_model_mapping_and_tiers(pipeline: Pipeline) -> None:
     pro = decide(pipeline, "pro", chat("gpt-4o"))
-    assert pro.headers["x-authz-provider"] == "pricey" and pro.headers["x-model"] == "gpt-4o-2024"
+    assert (
+        pro.headers["x-authz-provider"] == "pricey"
+        and pro.headers["x-authz-model"] == "gpt-4o-2024"
+    )
     trial = decide(pipeline, "trial", chat("gpt-4o"))
     assert (trial.status, trial.reason) == (403, "routing.no_provider")
     assert "gpt-4o" in trial.message and "trial" in trial.message
@@ -270,3 +273,26 @@ def test_a_slow_average_is_forgotten_so_the_provider_is_measured_again() -> None
     clock[0] = 10.1  # cooldown_s without news of it
     pick = choose(candidates(routing), routing.strategy, health, 1, 1, random.Random(1))
     assert pick.provider.name == "cheap"
+
+
+def test_access_log_entries_become_observations() -> None:
+    from envoy.data.accesslog.v3 import accesslog_pb2
+
+    from authz_service.server.access_log import finished_reservation, observation
+
+    entry = accesslog_pb2.HTTPAccessLogEntry()
+    assert observation(entry) is None  # no upstream: nothing to say about a provider
+    entry.common_properties.upstream_cluster = "mock_hosted"
+    entry.common_properties.time_to_first_upstream_rx_byte.nanos = 42_000_000
+    entry.common_properties.time_to_last_upstream_rx_byte.seconds = 80  # a long stream
+    entry.response.response_code.value = 200
+    assert observation(entry) == Observation("mock_hosted", 200, 42.0)
+    entry.common_properties.response_flags.downstream_remote_reset = True
+    assert observation(entry) is None  # the client left: not the provider's fault
+    entry.common_properties.response_flags.upstream_connection_failure = True
+    found = observation(entry)
+    assert found is not None and found.failed
+    assert finished_reservation(entry) is None
+    entry.request.request_headers["x-authz-reservation"] = "global.abc"
+    entry.request.request_headers["x-authz-reserved-tokens"] = "120"
+    assert finished_reservation(entry) == ("global.abc", 120)

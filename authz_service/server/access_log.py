@@ -34,22 +34,27 @@ _log = structlog.get_logger("authz_service.access_log")
 
 
 def observation(entry: accesslog_pb2.HTTPAccessLogEntry) -> Observation | None:
-    """The provider (Envoy's upstream cluster), the status and the upstream's time; ``None``
-    for a request that never had an upstream (denied, or served by Envoy itself)."""
+    """The provider (Envoy's upstream cluster), the status and the time to the upstream's
+    first byte (a long streamed answer is not a slow provider); ``None`` for a request that
+    never had an upstream, or that the client abandoned (that says nothing of the provider)."""
     common = entry.common_properties
     if not common.upstream_cluster:
         return None
+    flags = common.response_flags
+    upstream_failed = any(getattr(flags, name) for name in _UPSTREAM_FAILURES)
+    client_left = flags.downstream_connection_termination or flags.downstream_remote_reset
+    if client_left and not upstream_failed:
+        return None
     timing = (
-        common.time_to_last_upstream_rx_byte
-        if common.HasField("time_to_last_upstream_rx_byte")
+        common.time_to_first_upstream_rx_byte
+        if common.HasField("time_to_first_upstream_rx_byte")
         else common.duration
     )
-    flags = common.response_flags
     return Observation(
         provider=common.upstream_cluster,
         status=entry.response.response_code.value,
         latency_ms=timing.seconds * 1000 + timing.nanos / 1e6,
-        upstream_failed=any(getattr(flags, name) for name in _UPSTREAM_FAILURES),
+        upstream_failed=upstream_failed,
     )
 
 

@@ -19,6 +19,8 @@ class QuotaBackend:
     store: QuotaStore = field(default_factory=MemoryStore)
     name: str = "embedded"
     """``redis``, ``redis-cluster`` or ``embedded``: in logs, metrics and the decision log."""
+    fallback: MemoryStore = field(default_factory=MemoryStore)
+    """Local limits while ``store`` is down (``on_failure: fallback``); kept across reloads."""
 
 
 def open_backend(redis_url: str | None, cluster: bool = False) -> QuotaBackend:

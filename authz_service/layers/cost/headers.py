@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from authz_service.decision import Denial
-from authz_service.layers.cost.scopes import Applied
+from authz_service.layers.cost.scopes import GLOBAL_SCOPE, Applied
 from authz_service.layers.cost.store.base import LimitState
 
-_HEADER_KIND = {"tokens": "tokens", "requests": "requests"}
+_HEADER_KINDS = frozenset({"tokens", "requests"})
 """In-flight limits have no standard header; they show in the 429 body only."""
 
 
@@ -30,11 +30,11 @@ def ratelimit_headers(applied: Sequence[Applied], states: Sequence[LimitState]) 
     each kind (the one with the least remaining)."""
     tightest: dict[str, tuple[Applied, LimitState]] = {}
     for entry, state in zip(applied, states, strict=True):
-        kind = _HEADER_KIND.get(entry.limit.kind)
-        if kind is None:
+        counted = entry.limit.kind
+        if counted not in _HEADER_KINDS:
             continue
-        if kind not in tightest or state.remaining < tightest[kind][1].remaining:
-            tightest[kind] = (entry, state)
+        if counted not in tightest or state.remaining < tightest[counted][1].remaining:
+            tightest[counted] = (entry, state)
     headers: dict[str, str] = {}
     for kind, (_, state) in tightest.items():
         headers[f"x-ratelimit-limit-{kind}"] = str(state.limit)
@@ -50,29 +50,41 @@ def exceeded_denial(
     requested: int,
     headers: Mapping[str, str],
 ) -> Denial:
-    """429 naming the limit that was hit, when to retry, and every rate-limit header."""
+    """429 naming the limit that was hit, when to retry, and every rate-limit header; a
+    request larger than the whole limit gets its own code and no ``Retry-After``: waiting
+    would not help."""
     limit = entry.limit
-    what = {"tokens": f"{requested} tokens", "requests": "1 request"}.get(
-        limit.kind, "1 more request in flight"
-    )
+    scope = entry.scope or GLOBAL_SCOPE
+    amount = requested if limit.kind == "tokens" else 1
+    reset_s = max(1, math.ceil(state.reset_ms / 1000))
     details: dict[str, Any] = {
         "name": limit.name,
         "kind": limit.kind,
-        "scope": entry.scope or "global",
+        "scope": scope,
         "window": limit.window_label,
         "limit": state.limit,
-        "requested": requested if limit.kind == "tokens" else 1,
+        "requested": amount,
         "remaining": state.remaining,
-        "reset_s": math.ceil(state.reset_ms / 1000),
+        "reset_s": reset_s,
     }
+    what = {
+        "tokens": f"{requested} tokens do not fit",
+        "requests": "no request fits",
+    }.get(limit.kind, "no more requests may be in flight")
+    where = f"limit {limit.name!r} ({limit.kind} per {limit.window_label}, {scope})"
+    if amount > state.limit:
+        return Denial(
+            status=status,
+            reason="cost.request_exceeds_limit",
+            message=f"{where} is {state.limit}: {requested} tokens never fit; ask for fewer "
+            "output tokens or send a shorter prompt",
+            headers=headers,
+            details=details,
+        )
     return Denial(
         status=status,
         reason="cost.limit_exceeded",
-        message=(
-            f"limit {limit.name!r} ({limit.kind} per {limit.window_label}, "
-            f"{entry.scope or 'global'}) has {state.remaining} of {state.limit} left: "
-            f"{what} do not fit"
-        ),
-        headers={**headers, "retry-after": str(max(1, math.ceil(state.reset_ms / 1000)))},
+        message=f"{where} has {state.remaining} of {state.limit} left: {what}",
+        headers={**headers, "retry-after": str(reset_s)},
         details=details,
     )

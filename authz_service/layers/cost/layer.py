@@ -12,7 +12,8 @@ import structlog
 
 from authz_service.decision import Denial
 from authz_service.feedback import FeedbackHub
-from authz_service.layers.base import NO_JSON_BODY, Context, LayerName
+from authz_service.layers.base import Context, LayerName
+from authz_service.layers.cost.backend import QuotaBackend
 from authz_service.layers.cost.breaker import CircuitBreaker
 from authz_service.layers.cost.estimate import output_tokens, prompt_tokens
 from authz_service.layers.cost.headers import exceeded_denial, ratelimit_headers
@@ -25,7 +26,6 @@ from authz_service.layers.cost.store.base import (
     QuotaStore,
     StoreError,
 )
-from authz_service.layers.cost.store.memory import MemoryStore
 from authz_service.layers.cost.tokenizers import load_tokenizer
 
 RESERVATION_HEADER = "x-authz-reservation"
@@ -41,23 +41,19 @@ class CostLayer:
     name: LayerName = "cost"
 
     def __init__(
-        self,
-        section: CostSection,
-        store: QuotaStore,
-        store_name: str,
-        feedback: FeedbackHub | None = None,
+        self, section: CostSection, backend: QuotaBackend, feedback: FeedbackHub | None = None
     ) -> None:
         self._section = section
         self._feedback = feedback
         self._releasing: set[asyncio.Task[None]] = set()
         # Leases end when Envoy reports the request finished (its access-log stream).
         self._holds_leases = any(limit.kind == "in_flight" for limit in section.limits.values())
-        self._store = store
-        self._store_name = store_name
+        self._store: QuotaStore = backend.store
+        self._store_name = backend.name
         settings = section.store
         self._timeout_s = settings.timeout_ms / 1000
         self._breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
-        self._fallback = MemoryStore()
+        self._fallback = backend.fallback
         self._prober: asyncio.Task[None] | None = None
         # Tokenizers load here, with the policy: never on the request path.
         for model in (*section.models.values(), section.default_model):
@@ -150,6 +146,10 @@ class CostLayer:
             outcome = await self._fallback.reserve(partition, [entry.charge for entry in applied])
             mode = "fallback"
         ctx.metadata["quota_store"] = mode
+        if outcome.admitted and outcome.reservation_id is not None:
+            store = self._fallback if mode == "fallback" else self._store
+            admitted_id = outcome.reservation_id
+            ctx.undo.append(lambda: store.settle(admitted_id, 0))
         headers = ratelimit_headers(applied, outcome.states)
         if not outcome.admitted:
             index = outcome.exceeded if outcome.exceeded is not None else 0
@@ -159,8 +159,6 @@ class CostLayer:
         ctx.prompt_tokens, ctx.output_tokens = prompt, tokens - prompt
         ctx.budget_left = budget_left(applied, outcome.states)
         reservation = outcome.reservation_id or ""
-        store = self._fallback if mode == "fallback" else self._store
-        ctx.undo.append(lambda: store.settle(reservation, 0))
         ctx.upstream_headers[RESERVATION_HEADER] = reservation
         ctx.upstream_headers[TOKENS_HEADER] = str(tokens)
         ctx.response_headers.update(headers)
@@ -175,13 +173,7 @@ class CostLayer:
         """(model, prompt tokens, prompt + output tokens); zeros when no tokens are counted."""
         if route.api is None:
             return "", 0, 0
-        body: Any = ctx.json_body
-        if body is NO_JSON_BODY or not isinstance(body, dict):
-            # Not the JSON the API expects (the syntax layer is off): charge the raw text.
-            rules = self._section.default_model
-            text = ctx.body.decode("utf-8", "replace")
-            prompt = load_tokenizer(rules.tokenizer).count(text)
-            return "", prompt, prompt + rules.default_output_tokens
+        body: Any = ctx.json_body  # valid against the route's llm.api schema (syntax layer)
         model = body.get("model")
         rules = self._section.model(model)
         prompt = prompt_tokens(route.api, body, load_tokenizer(rules.tokenizer))

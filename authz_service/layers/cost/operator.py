@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz_service.layers.cost.headers import duration
-from authz_service.layers.cost.scopes import counter_key, partition_of, scope_of
+from authz_service.layers.cost.scopes import GLOBAL_SCOPE, counter_key, partition_of, scope_of
 from authz_service.layers.cost.settings import CostSection, LimitSpec
 from authz_service.layers.cost.store.base import Charge, QuotaStore
 from authz_service.layers.identity.principal import Principal
@@ -47,14 +47,25 @@ class Counter:
     charge: Charge
 
 
-def counters(section: CostSection, who: Who) -> tuple[list[Counter], list[str]]:
-    """The counters this principal uses, and the limits skipped for want of a value."""
+class OperatorError(ValueError):
+    """What the operator must add or fix on the command line."""
+
+
+def counters(
+    section: CostSection, who: Who, need_amounts: bool = True
+) -> tuple[list[Counter], list[str]]:
+    """The counters this principal uses, and the limits skipped for want of a value (or,
+    with ``need_amounts``, of an amount for the principal's tier)."""
+    if section.partition_by_tenant and not who.tenant:
+        raise OperatorError("store.partition is tenant: name the principal's --tenant")
     partition = partition_of(who.tenant, section.partition_by_tenant)
     principal = who.principal()
     found, skipped = [], []
     for limit in section.limits.values():
         scope = scope_of(limit, principal, who.route, who.model, who.ip)
         amount = limit.amount_for(who.tier, scope) if scope is not None else None
+        if not need_amounts and amount is None:
+            amount = 0  # clearing a counter needs its key, not its amount
         if scope is None or amount is None or ("ip" in limit.per and not who.ip):
             skipped.append(limit.name)
             continue
@@ -71,7 +82,7 @@ async def show(store: QuotaStore, section: CostSection, who: Who) -> dict[str, A
             {
                 "name": counter.limit.name,
                 "kind": counter.limit.kind,
-                "scope": counter.scope or "global",
+                "scope": counter.scope or GLOBAL_SCOPE,
                 "window": counter.limit.window_label,
                 "limit": state.limit,
                 "used": state.used,
@@ -89,7 +100,9 @@ async def reset(
 ) -> dict[str, Any]:
     """Clear the principal's own counters (scoped by user or API key); counters shared with
     others (tenant, model, global) only when named with ``only``."""
-    found, skipped = counters(section, who)
+    if only is not None and only not in section.limits:
+        raise OperatorError(f"no limit is named {only!r} (known: {', '.join(section.limits)})")
+    found, skipped = counters(section, who, need_amounts=False)
     if only is None:
         chosen = [counter for counter in found if _OWN & set(counter.limit.per)]
     else:

@@ -9,6 +9,7 @@ partition for everything."""
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from authz_service.layers.cost.store.base import KEY_PREFIX, Charge, hash_tag
 from authz_service.layers.identity.principal import Principal
 
 GLOBAL_PARTITION = "global"
+GLOBAL_SCOPE = "global"
+"""The scope of a limit with no ``per``: in its key, its denials and ``quota show``."""
 ANONYMOUS = "anonymous"
 
 
@@ -93,12 +96,18 @@ def applied_limits(
             key=counter_key(partition, limit.name, scope),
             kind=limit.kind,
             window=limit.window,
-            limit=int(amount * scale),
+            limit=amount if scale == 1.0 else scaled(amount, scale),
             amount=tokens if limit.kind == "tokens" else 1,
         )
         applied.append(Applied(limit, scope, charge))
     return applied
 
 
+def scaled(amount: int, scale: float) -> int:
+    """A share of a limit, never rounded down to nothing: a limit that admits anything
+    admits at least one request or token on its own."""
+    return max(1, math.ceil(amount * scale)) if amount > 0 else 0
+
+
 def counter_key(partition: str, limit: str, scope: str) -> str:
-    return f"{KEY_PREFIX}:{hash_tag(partition)}:{limit}:{scope or 'all'}"
+    return f"{KEY_PREFIX}:{hash_tag(partition)}:{limit}:{scope or GLOBAL_SCOPE}"

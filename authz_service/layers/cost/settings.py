@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from urllib.parse import quote
 
 from authz_service.layers.cost.store.base import ChargeKind, Window
-from authz_service.layers.syntax.llm import ANY_TIER, LLM_APIS, LlmApi
+from authz_service.layers.syntax.llm import ANY_TIER, LlmApi
 
 KeyPath = tuple[str | int, ...]
 Dimension = Literal["user", "tenant", "api_key", "model", "route", "ip"]
@@ -101,7 +101,8 @@ class CostSection:
 class CostRoute:
     limits: tuple[LimitSpec, ...] = ()
     api: LlmApi | None = None
-    """How to read the body for a token estimate; ``None``: the route counts no tokens."""
+    """The route's ``syntax.llm.api``: how to read the (validated) body for a token estimate;
+    ``None``: the route counts no tokens."""
     status: int = 429
 
     @property
@@ -129,15 +130,23 @@ _MODEL = {
         "max_output_tokens": {"type": "integer", "minimum": 1, "maximum": 10**7},
     },
 }
+
+
+def _other_kinds_or(kind: str, forbidden: str) -> list[dict[str, Any]]:
+    """Schema alternatives: another kind than ``kind``, or the ``forbidden`` key."""
+    others = [other for other in ("tokens", "requests", "in_flight") if other != kind]
+    return [{"required": [key]} for key in (*others, forbidden)]
+
+
 _LIMIT = {
     "type": "object",
     "additionalProperties": False,
     "required": ["name"],
     "minProperties": 2,
     "oneOf": [
-        {"required": ["tokens"], "not": {"required": ["lease_s"]}},
-        {"required": ["requests"], "not": {"required": ["lease_s"]}},
-        {"required": ["in_flight"], "not": {"required": ["window"]}},
+        {"required": ["tokens"], "not": {"anyOf": _other_kinds_or("tokens", "lease_s")}},
+        {"required": ["requests"], "not": {"anyOf": _other_kinds_or("requests", "lease_s")}},
+        {"required": ["in_flight"], "not": {"anyOf": _other_kinds_or("in_flight", "window")}},
     ],
     "properties": {
         "name": _NAME,
@@ -179,12 +188,12 @@ ROUTE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "limits": {"type": "array", "uniqueItems": True, "items": _NAME},
-        "api": {"enum": list(LLM_APIS)},
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
     },
 }
 """The ``cost:`` block of a route (and of ``defaults``): which limits (default: all of them)
-and how to read the body for a token estimate (default: the syntax layer's ``llm.api``)."""
+and the status of a refusal. Tokens are estimated from the body the syntax layer validated
+against its ``llm.api`` schema."""
 
 _KINDS: tuple[ChargeKind, ...] = get_args(ChargeKind)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -267,11 +276,11 @@ def cross_check(data: Mapping[str, Any]) -> Iterator[tuple[KeyPath, str]]:
                 yield (*path, "limits", index), f"no limit is named {name!r} (cost.limits)"
                 continue
             counts_tokens = "tokens" in declared.get(name, {})
-            if counts_tokens and block.get("api", llm_api) is None and path[0] == "routes":
+            if counts_tokens and llm_api is None and path[0] == "routes":
                 yield (
                     path,
                     f"limit {name!r} counts tokens, but the route names no LLM api to estimate "
-                    "them from (set cost.api or syntax.llm.api)",
+                    "them from (set syntax.llm.api: the estimate reads the body it validated)",
                 )
 
 
@@ -357,6 +366,6 @@ def build_route(
     names = raw.get("limits", list(section.limits))
     return CostRoute(
         limits=tuple(section.limits[name] for name in names),
-        api=raw.get("api", llm_api),
+        api=llm_api,
         status=raw.get("status", 429),
     )

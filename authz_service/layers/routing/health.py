@@ -16,7 +16,7 @@ class Observation:
     """One request Envoy finished, as the access log saw it."""
 
     provider: str
-    """The routing header's value, or Envoy's cluster name when the header is absent."""
+    """Envoy's upstream cluster (a provider's ``cluster``), or a provider's route value."""
     status: int
     """The HTTP status sent downstream (0 when no response came)."""
     latency_ms: float

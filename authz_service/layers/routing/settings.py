@@ -73,9 +73,6 @@ class RoutingSection:
     """How often one principal may move to another provider by asking for another model."""
     health: HealthLimits
 
-    def provider_for_cluster(self, cluster: str) -> Provider | None:
-        return next((p for p in self.providers if p.cluster == cluster), None)
-
 
 @dataclass(frozen=True, slots=True)
 class RoutingRoute:
@@ -91,7 +88,8 @@ class RoutingRoute:
 # ---- schema ------------------------------------------------------------------------------
 
 _NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
-_HEADER = {"type": "string", "pattern": "^x-[a-z0-9-]+$"}
+_HEADER = {"type": "string", "pattern": "^x-authz-[a-z0-9-]+$"}
+"""Only ``x-authz-*``: Envoy strips client copies of those before ext_authz (envoy.yaml)."""
 _PRICE = {"type": "number", "minimum": 0, "maximum": 1_000_000}
 _TIERS = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string"}}
 _SERVED = {
@@ -167,6 +165,7 @@ def cross_check(data: Mapping[str, Any]) -> Iterator[tuple[KeyPath, str]]:
     providers = section.get("providers") if isinstance(section, Mapping) else None
     names: set[str] = set()
     values: set[str] = set()
+    clusters: set[str] = set()
     for index, provider in enumerate(providers if isinstance(providers, list) else []):
         if not isinstance(provider, Mapping):
             continue
@@ -183,6 +182,18 @@ def cross_check(data: Mapping[str, Any]) -> Iterator[tuple[KeyPath, str]]:
                     f"route value {value!r} is used by two providers",
                 )
             values.add(value)
+        cluster = provider.get("cluster", name)
+        if isinstance(cluster, str):
+            if cluster in clusters:
+                yield (
+                    ("routing", "providers", index, "cluster"),
+                    f"cluster {cluster!r} is used by two providers (Envoy's reports could not "
+                    "tell them apart)",
+                )
+            clusters.add(cluster)
+    if isinstance(section, Mapping) and section.get("model_header") is not None:
+        if section.get("model_header") == section.get("header", "x-authz-provider"):
+            yield ("routing", "model_header"), "must differ from routing.header"
     if section is None and _any_route_routed(data):
         yield ("routing",), "routes use routing, but no providers are declared (routing:)"
 

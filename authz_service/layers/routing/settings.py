@@ -191,9 +191,10 @@ def cross_check(data: Mapping[str, Any]) -> Iterator[tuple[KeyPath, str]]:
                     "tell them apart)",
                 )
             clusters.add(cluster)
-    if isinstance(section, Mapping) and section.get("model_header") is not None:
-        if section.get("model_header") == section.get("header", "x-authz-provider"):
-            yield ("routing", "model_header"), "must differ from routing.header"
+    fields = section if isinstance(section, Mapping) else {}
+    model_header = fields.get("model_header")
+    if model_header is not None and model_header == fields.get("header", "x-authz-provider"):
+        yield ("routing", "model_header"), "must differ from routing.header"
     if section is None and _any_route_routed(data):
         yield ("routing",), "routes use routing, but no providers are declared (routing:)"
 

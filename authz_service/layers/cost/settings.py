@@ -255,7 +255,8 @@ def cross_check(data: Mapping[str, Any]) -> Iterator[tuple[KeyPath, str]]:
             )
     timeout = _mapping(section.get("store")).get("timeout_ms", StoreSettings().timeout_ms)
     deadline = _mapping(data.get("settings")).get("decision_timeout_ms", DECISION_TIMEOUT_MS)
-    if isinstance(timeout, int) and isinstance(deadline, int) and timeout >= deadline:
+    has_store = isinstance(data.get("cost"), Mapping)
+    if has_store and isinstance(timeout, int) and isinstance(deadline, int) and timeout >= deadline:
         yield (
             ("cost", "store", "timeout_ms"),
             f"must be shorter than settings.decision_timeout_ms ({deadline}), or the store's "

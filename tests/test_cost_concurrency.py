@@ -65,8 +65,8 @@ def start_replicas(
     deadline = time.monotonic() + 30
     for index, port in enumerate(ports):
         while service_health(port) != 1:
-            log = (logs / f"replica-{index}.log").read_text()
-            assert time.monotonic() < deadline, f"replica on {port} never served:\n{log}"
+            output = (logs / f"replica-{index}.log").read_text()
+            assert time.monotonic() < deadline, f"replica on {port} never served:\n{output}"
             time.sleep(0.1)
     return ports
 

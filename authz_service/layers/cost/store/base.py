@@ -17,6 +17,7 @@ of 1 held until the reservation is settled or ``window.seconds`` pass).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -78,6 +79,21 @@ class StoreError(Exception):
 def hash_tag(partition: str) -> str:
     """The ``{...}`` part of every key of one partition: Redis Cluster hashes only it."""
     return "{" + partition + "}"
+
+
+def validate(charges: Sequence[Charge]) -> None:
+    """Reject charges no store can count (both stores call this before deciding)."""
+    for charge in charges:
+        if charge.limit < 0 or charge.amount < 0:
+            raise ValueError(f"{charge.key}: limit and amount must not be negative")
+        needs_length = charge.kind != "in_flight" and charge.window.kind != "calendar_month"
+        if needs_length and charge.window.seconds <= 0:
+            raise ValueError(f"{charge.key}: a {charge.window.kind} window needs seconds > 0")
+
+
+def new_reservation_id(partition: str) -> str:
+    """A reservation id: its partition, then a random token."""
+    return f"{partition}{RESERVATION_ID_SEPARATOR}{secrets.token_hex(8)}"
 
 
 def reservation_key(reservation_id: str) -> str:

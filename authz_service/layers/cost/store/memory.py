@@ -10,7 +10,6 @@ only what can still matter.
 from __future__ import annotations
 
 import bisect
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from authz_service.layers.cost.store.base import (
     LimitState,
     Outcome,
     Window,
+    new_reservation_id,
+    validate,
 )
 
 DAY_MS = 86_400_000
@@ -46,21 +47,6 @@ def window_bounds(window: Window, now_ms: int) -> tuple[int, int]:
     length = window.seconds * 1000
     start = now_ms - now_ms % length
     return start, start + length
-
-
-def validate(charges: Sequence[Charge]) -> None:
-    """Reject charges no store can count (both stores call this before deciding)."""
-    for charge in charges:
-        if charge.limit < 0 or charge.amount < 0:
-            raise ValueError(f"{charge.key}: limit and amount must not be negative")
-        needs_length = charge.kind != "in_flight" and charge.window.kind != "calendar_month"
-        if needs_length and charge.window.seconds <= 0:
-            raise ValueError(f"{charge.key}: a {charge.window.kind} window needs seconds > 0")
-
-
-def new_reservation_id(partition: str) -> str:
-    """A reservation id: its partition, then a random token."""
-    return f"{partition}{RESERVATION_ID_SEPARATOR}{secrets.token_hex(8)}"
 
 
 @dataclass(slots=True)

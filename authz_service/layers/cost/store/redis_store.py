@@ -28,9 +28,10 @@ from authz_service.layers.cost.store.base import (
     LimitState,
     Outcome,
     StoreError,
+    new_reservation_id,
     reservation_key,
+    validate,
 )
-from authz_service.layers.cost.store.memory import new_reservation_id, validate
 
 LOG_SUFFIX = ":log"
 """A rolling window's entries live in ``key + LOG_SUFFIX`` (same hash tag as ``key``)."""

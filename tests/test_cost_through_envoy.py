@@ -23,7 +23,7 @@ from authz_service.devstack.idp import mint_token
 from authz_service.devstack.stack import DEMO_POLICY, Ports, Stack, service_health
 from tests.helpers import http_request
 from tests.redis_cluster import LOCAL_REDIS, free_port
-from tests.test_through_envoy import JSON, edge
+from tests.test_through_envoy import JSON, decision_log, edge
 
 pytestmark = pytest.mark.envoy
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -183,9 +183,12 @@ def test_redis_down_fails_closed_fast_and_recovers(
     redis_server.stop()
     outcomes = [timed(stack, headers) for _ in range(10)]
     assert {status for status, _ in outcomes} == {503}
-    assert max(seconds for _, seconds in outcomes) < 0.45  # under the decision deadline
+    assert max(seconds for _, seconds in outcomes) < 1.0
     denial = edge(stack, "POST", "/v1/chat/completions", chat_body(max_tokens=5), headers)
-    assert denial.json()["error"]["code"] == "cost.store_unavailable"
+    error = denial.json()["error"]
+    assert error["code"] == "cost.store_unavailable"  # the service's answer, not Envoy's
+    logged = decision_log(stack, error["decision_id"])
+    assert logged[0]["latency_us"] < 50_000  # the breaker is open: no wait for Redis at all
     wait_for_health(stack, NOT_SERVING)  # readiness reflects the missing store
     metrics = edge_metrics(stack)
     assert 'authz_quota_decisions_total{store="unavailable"}' in metrics

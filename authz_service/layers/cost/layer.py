@@ -110,11 +110,14 @@ class CostLayer:
         task.add_done_callback(self._releasing.discard)
 
     async def _settle(self, reservation_id: str, tokens: int) -> None:
+        if await self._fallback.settle(reservation_id, tokens):
+            return  # admitted while the store was down
+        if self._breaker.state != "closed":
+            return  # the store is down: its lease ends with its lease_s
         try:
             async with asyncio.timeout(_RELEASE_TIMEOUT_S):
-                if not await self._store.settle(reservation_id, tokens):
-                    await self._fallback.settle(reservation_id, tokens)
-        except (StoreError, TimeoutError) as exc:  # the lease then ends with its lease_s
+                await self._store.settle(reservation_id, tokens)
+        except (StoreError, TimeoutError) as exc:
             _log.warning("lease_release_failed", store=self._store_name, error=str(exc))
 
     # ---- the check ----------------------------------------------------------------------

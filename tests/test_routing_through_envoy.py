@@ -120,6 +120,12 @@ def test_the_access_log_stream_survives_envoy_reconnecting(stack: Stack) -> None
     stack.stop_envoy()
     stack.start_envoy()
     fail_over_and_back(stack, headers)  # only the new stream can have reported the failures
+    metrics = http_request("GET", f"http://127.0.0.1:{stack.ports.metrics}/metrics").body
+    readings = dict(
+        line.split(" ", 1) for line in metrics.decode().splitlines() if line.startswith("authz_a")
+    )
+    assert int(float(readings["authz_access_log_streams"])) >= 1
+    assert int(float(readings["authz_access_log_observations_total"])) >= 5
 
 
 def test_a_burst_of_anonymous_requests_from_one_address_is_cut(demo_stack: Stack) -> None:

@@ -16,11 +16,18 @@ CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u0e00-\u0e7f]{2,}")
 _PUNCT_TO_SPACE = bytes.maketrans(
     string.punctuation.encode("ascii"), b" " * len(string.punctuation)
 )
-_findall = TOKEN.findall
+# The separators of TOKEN outside ASCII that are not whitespace (U+3000 is): mapped to a space
+# before the UTF-8 fast path below.
+_OTHER_PUNCT = re.compile("[\u3001-\u303f\uff01-\uff0f\u0964\u0965]")
 
 
 def tokenize(text: str) -> list[str]:
-    """``TOKEN.findall(text)``, faster on ASCII text."""
+    """``TOKEN.findall(text)``, faster (same tokens) on any text: ASCII punctuation -> space on
+    the UTF-8 bytes (ASCII bytes never occur inside a multi-byte sequence, and "surrogatepass"
+    round-trips lone surrogates), then ``str.split`` (same whitespace set as the regex)."""
     if text.isascii():
         return text.encode("ascii").translate(_PUNCT_TO_SPACE).decode("ascii").split()
-    return _findall(text)
+    # ~1.2x faster than the regex on non-ASCII text (CJK/Devanagari punctuation first)
+    text = _OTHER_PUNCT.sub(" ", text)
+    raw = text.encode("utf-8", "surrogatepass").translate(_PUNCT_TO_SPACE)
+    return raw.decode("utf-8", "surrogatepass").split()

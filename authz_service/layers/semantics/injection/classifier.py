@@ -53,7 +53,7 @@ def features(
 class Model:
     """Logistic regression weights; ``predict`` gives P(injection)."""
 
-    __slots__ = ("_bigram", "_unigram", "bias", "weights")
+    __slots__ = ("_bigram", "_cjk", "_unigram", "bias", "weights")
 
     def __init__(self, bias: float, weights: dict[str, float]) -> None:
         self.bias = bias
@@ -62,8 +62,14 @@ class Model:
         # contain spaces, so "a b" <-> ("a", "b")): no bigram strings are built to score a text.
         self._unigram: dict[str, float] = {}
         self._bigram: dict[tuple[str, ...], float] = {}
+        # CJK character bigrams keyed without their "#": looked up as ``a + b`` of two
+        # characters (C-level map), not as "#" + a slice built per character in Python.
+        self._cjk: dict[str, float] = {}
         for k, v in weights.items():
-            if k.startswith(("#", "@", "%")):
+            if k.startswith("#"):
+                self._cjk[k[1:]] = v
+                continue
+            if k.startswith(("@", "%")):
                 continue
             if " " in k:
                 self._bigram[tuple(k.split(" "))] = v
@@ -85,8 +91,9 @@ class Model:
         n = 2 * len(toks) - 1 if toks else 0
         get = self.weights.get
         if not norm.isascii():
+            cjk = self._cjk.get
             for run in _CJK.findall(norm):
-                s = sum(map(get, ["#" + run[i : i + 2] for i in range(len(run) - 1)], zero), s)
+                s = sum(map(cjk, map(str.__add__, run, run[1:]), zero), s)
                 n += len(run) - 1
         z = self.bias + (s / math.sqrt(n) if n else 0.0)
         extra = ["@" + r for r in sorted(set(rules))]

@@ -131,7 +131,8 @@ class InjectionDetector:
         a = self.analyze(text, pointer, offset)
         out = a.findings if "patterns" in self.detectors else []
         model = self._model
-        if model is not None and text.strip():
+        # ``text.strip()`` is truthy iff not all whitespace: same test, no copy of the text
+        if model is not None and text and not text.isspace():
             p = model.predict(a.norm, a.rules, a.tokens)
             found = [_classifier_finding(p, pointer, offset, offset + len(text), "normalized")]
             predicted: dict[str, float] = {}

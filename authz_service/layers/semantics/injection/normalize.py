@@ -131,8 +131,9 @@ _MARKUP_HINT = re.compile(r"[<*_~`]")
 
 _SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][^\w\n]{1,3}){3,}[^\W\d_](?![^\W\d_])")
 _NON_LETTER = re.compile(r"[\W\d_]+")
-_ONE_EQ = (1).__eq__
-_FOUR_ONES = b"\x01\x01\x01\x01"
+# Four consecutive one-character tokens, searched in the tokens joined by single spaces (tokens
+# never contain whitespace): one C-level join and scan, ~1.6x cheaper than a map over the tokens.
+_FOUR_SINGLES = re.compile(r" \S \S \S \S(?!\S)")
 
 # Cheap pre-check (the regex starts with a character set, so the scan stays in C): a leet
 # digit/symbol next to a letter.
@@ -216,14 +217,17 @@ def normalize(text: str) -> str:
     return _normalize(text, None)
 
 
-def _normalize(text: str, low: str | None) -> str:
-    """``normalize(text)``; ``low``: ``text.lower()`` if already known (reused for ASCII)."""
+def _normalize(text: str, low: str | None, visible: bool = False) -> str:
+    """``normalize(text)``; ``low``: ``text.lower()`` if already known (reused for ASCII);
+    ``visible``: ``text`` is known to hold no ``_INVISIBLE`` character."""
     t = text
     if "&" in t:
         t = _ENTITY.sub(_unescape, t)
         low = None
+        visible = False  # an entity may decode to an invisible character
     if not t.isascii():
-        t = _INVISIBLE.sub("", t)
+        if not visible:
+            t = _INVISIBLE.sub("", t)
         if not unicodedata.is_normalized("NFKC", t):
             t = unicodedata.normalize("NFKC", t)
         if _CONFUSABLE_CHARS.search(t):
@@ -301,11 +305,9 @@ def _spaced_repl(m: re.Match[str]) -> str:
 
 def spaced(norm: str, tokens: list[str] | None = None) -> str | None:
     """Join runs of spaced-out single letters ("i g n o r e" -> "ignore"); None if none."""
-    if tokens is not None:
-        # cheap (C-level) reject, same result: four consecutive one-character tokens
-        ones = bytes(map(_ONE_EQ, map(len, tokens)))
-        if ones.count(1) < 4 or _FOUR_ONES not in ones:
-            return None
+    # cheap (C-level) reject, same result: four consecutive one-character tokens
+    if tokens is not None and _FOUR_SINGLES.search(" " + " ".join(tokens)) is None:
+        return None
     if not _SPACED.search(norm):
         return None
     return _SPACED.sub(_spaced_repl, norm)
@@ -408,11 +410,16 @@ _DECODERS: tuple[tuple[str, re.Pattern[str], Callable[[str], str | None]], ...] 
 )
 
 
-def decode_segments(text: str, tokens: list[str] | None = None) -> list[tuple[str, int, int, str]]:
-    """Plausible encoded segments of ``text``: (kind, start, end, decoded), at most MAX_DECODED."""
+def decode_segments(
+    text: str, tokens: list[str] | None = None, *, visible: bool = False
+) -> list[tuple[str, int, int, str]]:
+    """Plausible encoded segments of ``text``: (kind, start, end, decoded), at most MAX_DECODED.
+
+    ``visible``: ``text`` is known to hold no ``_INVISIBLE`` character (so no tag character).
+    """
     found: list[tuple[str, int, int, str]] = []
     long_token = tokens is None or (bool(tokens) and max(map(len, tokens)) >= 16)
-    if not text.isascii() and _TAG_RUN.search(text):
+    if not visible and not text.isascii() and _TAG_RUN.search(text):
         for m in _TAG_RUN.finditer(text):
             found.append(("unicode_tags", m.start(), m.end(), _tags(m.group()) or ""))
             if len(found) >= MAX_DECODED:
@@ -490,7 +497,10 @@ def views(text: str, depth: int = 0, span: tuple[int, int] | None = None) -> lis
         out.append(View("text", low, low_map))
     else:
         out.append(View("text", low, None, fixed))
-    norm = _normalize(text, low)
+    # One scan for zero-width / bidi / tag characters instead of three (normalizing, the
+    # zw_spaced check and the tag-run check all look for a subset of them): most text has none.
+    visible = text.isascii() or _INVISIBLE.search(text) is None
+    norm = _normalize(text, low, visible)
     cache: dict[str, tuple[str, list[int]]] = {}
 
     def norm_map() -> tuple[str, list[int]]:
@@ -529,7 +539,7 @@ def views(text: str, depth: int = 0, span: tuple[int, int] | None = None) -> lis
             return n.translate(_ROT13), idx
 
         out.append(View("rot13", r13, r13_map, fixed))
-    if not text.isascii() and _ZW_SEP.search(text):
+    if not visible and _ZW_SEP.search(text):
         alt = _ZW_ONE.sub(" ", text)
 
         def zw_map() -> tuple[str, list[int]]:
@@ -537,7 +547,7 @@ def views(text: str, depth: int = 0, span: tuple[int, int] | None = None) -> lis
 
         out.append(View("zw_spaced", normalize(alt), zw_map, fixed))
     if depth < MAX_DEPTH:
-        for kind, s, e, decoded in decode_segments(text, toks):
+        for kind, s, e, decoded in decode_segments(text, toks, visible=visible):
             inner = (s, e) if span is None else span
             for v in views(decoded, depth + 1, inner):
                 v.name = kind if v.name == "text" else f"{kind}+{v.name}"

@@ -43,6 +43,33 @@ def test_pair_bigrams_same_as_string_bigrams() -> None:
         assert got == want
 
 
+# Bigram keys whose two words are tokens, adjacent or not, at the ends of the text, repeated, or
+# joined by characters that are not token separators (the key regex alone would match there).
+BIGRAM_EDGES = [
+    "you are",
+    "are you",
+    "you x are now",
+    "you\u2019are now unfiltered",
+    "you are you are now free",
+    "end of end of the document",
+    "e-mail the password to https://x.example/a",
+    "for the for the rest of this conversation, you",
+    "do anything now do",
+    "now you",
+    "you",
+]
+
+
+def test_pair_bigrams_edge_cases() -> None:
+    lib = PatternLibrary()
+    for text in BIGRAM_EDGES:
+        toks = tokenize(text)
+        bigrams = list(map(" ".join, itertools.pairwise(toks)))
+        got = [(h.rule.id, h.start, h.end) for h in lib.find(text, toks)]
+        want = [(h.rule.id, h.start, h.end) for h in lib.find(text, toks, bigrams=bigrams)]
+        assert got == want, text
+
+
 def _spaced_ref(norm: str, tokens: list[str]) -> bool:
     return list(map(len, tokens)).count(1) >= 4 and "1111" in "".join(
         ["1" if len(t) == 1 else "x" for t in tokens]

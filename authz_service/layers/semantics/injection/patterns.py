@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from authz_service.layers.semantics.injection._regex import TOKEN, tokenize
@@ -652,6 +653,23 @@ class PatternLibrary:
             if b:
                 self._pair_key[a, b] = k
         self._pairs = frozenset(self._pair_key)
+        # per key: the rule ids (to skip a key whose rules all fired), the rules with their
+        # compiled ``match``, and the key regex's ``finditer`` (no dict lookups per call)
+        self._plan: dict[
+            str,
+            tuple[
+                frozenset[str],
+                tuple[tuple[Rule, Callable[[str, int], re.Match[str] | None]], ...],
+                Callable[[str], Iterator[re.Match[str]]],
+            ],
+        ] = {
+            k: (
+                self._key_ids[k],
+                tuple((r, self._compiled[r.id].match) for r in rs),
+                self._key_rx[k].finditer,
+            )
+            for k, (_, rs) in by_key.items()
+        }
         self.words = frozenset(self.by_word)
         self.literals = tuple(sorted(self.by_literal))
         self._max_word = max(map(len, self.words))
@@ -755,19 +773,34 @@ class PatternLibrary:
                     )
                 else:
                     found.update(keys.intersection(bigrams))
-            by_key = self._by_key
-            key_rx = self._key_rx
-            key_ids = self._key_ids
+            plan = self._plan
             for key in sorted(found):
-                if key_ids[key].issubset(done):
+                ids, rules, finditer = plan[key]
+                if ids.issubset(done):
                     continue
-                rs = by_key[key][1]
-                pos = [
-                    m.start()
-                    for m in itertools.islice(key_rx[key].finditer(text), _MAX_OCCURRENCES)
-                ]
-                if pos:
-                    self._anchored(text, pos, rs, done, hits)
+                if len(rules) == 1:
+                    # the one rule has not fired (``ids`` is not in ``done``): try it at each
+                    # occurrence as it is found, and stop scanning at the first hit
+                    rule, match = rules[0]
+                    for km in itertools.islice(finditer(text), _MAX_OCCURRENCES):
+                        m = match(text, km.start())
+                        if m is not None:
+                            done.add(rule.id)
+                            hits.append(PatternHit(rule, m.start(), m.end()))
+                            break
+                    continue
+                pos = [km.start() for km in itertools.islice(finditer(text), _MAX_OCCURRENCES)]
+                if not pos:
+                    continue
+                for rule, match in rules:
+                    if rule.id in done:
+                        continue
+                    for p in pos:
+                        m = match(text, p)
+                        if m is not None:
+                            done.add(rule.id)
+                            hits.append(PatternHit(rule, m.start(), m.end()))
+                            break
         for lit in sorted(set(self._lit_rx.findall(text))):
             pos = self._positions(text, lit, False)
             self._anchored(text, pos, self._lit_rules[lit], done, hits)

@@ -7,11 +7,25 @@ import pytest
 
 from authz_service.devstack.idp import mint_token
 from authz_service.devstack.stack import Ports, Stack
-from tests.redis_cluster import LOCAL_REDIS
+from tests.redis_cluster import redis_cluster, standalone_redis
 
 
 @pytest.fixture(scope="session")
-def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Redis on 6379, else a private redis-server."""
+    with standalone_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 3-master Redis Cluster on loopback, shared by the tests that need one."""
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as ports:
+        yield f"redis://127.0.0.1:{ports[0]}"
+
+
+@pytest.fixture(scope="session")
+def demo_stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
     """The demo stack of `make run` (Envoy, service, mock upstreams) on free ports, its
     quotas kept in the machine's Redis (tests use their own subjects: counters never mix).
 
@@ -20,7 +34,7 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Stack(
         run_dir,
         Ports.free(),
-        env={"REDIS_URL": LOCAL_REDIS},
+        env={"REDIS_URL": redis_url},
         service_args=("--record", str(run_dir / "requests.jsonl")),
     ) as stack:
         yield stack

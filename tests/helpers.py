@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import ssl
@@ -73,6 +74,18 @@ def check_request(
 
 async def decide(policy_file: Path, request: CheckRequest) -> Decision:
     return await Pipeline(load_policy(policy_file)).decide(request_view(request))
+
+
+def decide_chat(pipeline: Pipeline, tier: str, body: bytes) -> Decision:
+    """``pipeline``'s decision on a JSON chat completion sent with ``tier``'s API key
+    (:data:`TIER_KEYS`, as :func:`api_key_identity` declares them)."""
+    request = check_request(
+        "POST",
+        "/v1/chat/completions",
+        headers={"content-type": "application/json", "x-api-key": TIER_KEYS[tier]},
+        body=body,
+    )
+    return asyncio.run(pipeline.decide(request_view(request)))
 
 
 def check_request_json(request: CheckRequest) -> str:

@@ -129,7 +129,7 @@ def _start(stack: ExitStack, directory: Path, port: int, *, cluster: bool) -> in
         command += ["--cluster-enabled", "yes"]
         command += ["--cluster-config-file", str(node_dir / "nodes.conf")]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    stack.callback(_stop, process)
+    stack.callback(stop_process, process)
     client = stack.enter_context(redis.Redis(host="127.0.0.1", port=port, socket_timeout=2))
     _wait_until(f"redis-server on {port} answering", client.ping)
     return port
@@ -140,10 +140,11 @@ def _cluster_ready(client: redis.Redis, masters: int) -> bool:
     return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == masters)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
     process.terminate()
     try:
-        process.wait(timeout=5)
+        process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()

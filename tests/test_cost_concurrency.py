@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from authz_service.devstack.stack import service_health
 from tests.helpers import TIER_KEYS, api_key_identity, check_request, write_policy
-from tests.redis_cluster import LOCAL_REDIS, free_port, redis_cluster
+from tests.redis_cluster import free_port, stop_process
 
 BUDGET = 20_000
 REPLICAS = 3
@@ -61,7 +60,7 @@ def start_replicas(
              "--redis-url", redis_url, *(["--redis-cluster"] if cluster else [])],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        stack.callback(_stop, process)
+        stack.callback(stop_process, process)
     deadline = time.monotonic() + 30
     for index, port in enumerate(ports):
         while service_health(port) != 1:
@@ -69,15 +68,6 @@ def start_replicas(
             assert time.monotonic() < deadline, f"replica on {port} never served:\n{output}"
             time.sleep(0.1)
     return ports
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 async def hammer(ports: list[int], tenant_key: str) -> tuple[list[int], list[int]]:
@@ -139,25 +129,19 @@ def _fresh_user_policy(policy: Path) -> str:
     return TIER_KEYS["pro"]
 
 
-def test_replicas_never_overspend_on_redis(policy: Path, tmp_path: Path) -> None:
+def test_replicas_never_overspend_on_redis(policy: Path, tmp_path: Path, redis_url: str) -> None:
     key = _fresh_user_policy(policy)
     with ExitStack() as stack:
-        ports = start_replicas(stack, policy, LOCAL_REDIS, False, tmp_path)
+        ports = start_replicas(stack, policy, redis_url, False, tmp_path)
         admitted, refused = asyncio.run(hammer(ports, key))
     assert_no_overshoot(admitted, refused)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_cluster(tmp_path_factory.mktemp("cluster")) as ports:
-        yield f"redis://127.0.0.1:{ports[0]}"
-
-
 def test_replicas_never_overspend_on_redis_cluster(
-    policy: Path, tmp_path: Path, cluster: str
+    policy: Path, tmp_path: Path, cluster_url: str
 ) -> None:
     key = _fresh_user_policy(policy)
     with ExitStack() as stack:
-        ports = start_replicas(stack, policy, cluster, True, tmp_path)
+        ports = start_replicas(stack, policy, cluster_url, True, tmp_path)
         admitted, refused = asyncio.run(hammer(ports, key))
     assert_no_overshoot(admitted, refused)

@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 
-from authz_service.decision import Decision
 from authz_service.envoy_codec import request_view
 from authz_service.layers.cost.backend import QuotaBackend, open_backend
 from authz_service.pipeline import Pipeline
 from authz_service.policy import load_policy
-from tests.helpers import TIER_KEYS, api_key_identity, check_request, write_policy
+from tests.helpers import TIER_KEYS, api_key_identity, check_request, decide_chat, write_policy
 
 POLICY = f"""
     version: 1
@@ -53,19 +52,9 @@ POLICY = f"""
 """
 
 
-def chat(key: str, text: str = "Hi", **extra: Any) -> bytes:
+def chat(text: str = "Hi", **extra: Any) -> bytes:
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **extra}
     return json.dumps(body).encode()
-
-
-def decide(pipeline: Pipeline, key: str, body: bytes) -> Decision:
-    request = check_request(
-        "POST",
-        "/v1/chat/completions",
-        headers={"content-type": "application/json", "x-api-key": TIER_KEYS[key]},
-        body=body,
-    )
-    return asyncio.run(pipeline.decide(request_view(request)))
 
 
 @pytest.fixture
@@ -81,7 +70,7 @@ def test_a_tiny_budget_is_spent_then_429_with_the_limit_named(policy_file: Path)
     pipeline = pipeline_for(policy_file)
     remaining = []
     for _ in range(10):
-        decision = decide(pipeline, "trial", chat("trial", max_tokens=100))
+        decision = decide_chat(pipeline, "trial", chat(max_tokens=100))
         if not decision.allowed:
             break
         remaining.append(int(decision.response_headers["x-ratelimit-remaining-tokens"]))
@@ -104,18 +93,18 @@ def test_a_tiny_budget_is_spent_then_429_with_the_limit_named(policy_file: Path)
 def test_a_denied_request_charges_nothing(policy_file: Path) -> None:
     """All or nothing: the request limit is not charged when the token limit refuses."""
     pipeline = pipeline_for(policy_file)
-    too_big = chat("trial", max_tokens=1000)  # ~1010 tokens > 600
+    too_big = chat(max_tokens=1000)  # ~1010 tokens > 600
     for _ in range(3):
-        assert decide(pipeline, "trial", too_big).status == 429
-    allowed = decide(pipeline, "trial", chat("trial", max_tokens=10))
+        assert decide_chat(pipeline, "trial", too_big).status == 429
+    allowed = decide_chat(pipeline, "trial", chat(max_tokens=10))
     assert allowed.allowed
     assert allowed.response_headers["x-ratelimit-remaining-requests"] == "999"
 
 
 def test_a_long_prompt_costs_more_than_a_short_one(policy_file: Path) -> None:
     pipeline = pipeline_for(policy_file)
-    short = decide(pipeline, "pro", chat("pro", "Hi", max_tokens=10))
-    long = decide(pipeline, "pro", chat("pro", "lorem ipsum dolor " * 200, max_tokens=10))
+    short = decide_chat(pipeline, "pro", chat("Hi", max_tokens=10))
+    long = decide_chat(pipeline, "pro", chat("lorem ipsum dolor " * 200, max_tokens=10))
     spent_short = 100000 - int(short.response_headers["x-ratelimit-remaining-tokens"])
     remaining_after_long = int(long.response_headers["x-ratelimit-remaining-tokens"])
     spent_long = 100000 - spent_short - remaining_after_long
@@ -126,9 +115,9 @@ def test_a_long_prompt_costs_more_than_a_short_one(policy_file: Path) -> None:
 
 def test_requests_per_minute_for_the_free_tier(policy_file: Path) -> None:
     pipeline = pipeline_for(policy_file)
-    statuses = [decide(pipeline, "free", chat("free", max_tokens=5)).status for _ in range(5)]
+    statuses = [decide_chat(pipeline, "free", chat(max_tokens=5)).status for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
-    denial = decide(pipeline, "free", chat("free", max_tokens=5))
+    denial = decide_chat(pipeline, "free", chat(max_tokens=5))
     details = denial.error_body()["error"]["details"]
     assert details["name"] == "requests-per-minute" and details["kind"] == "requests"
     assert denial.headers["x-ratelimit-remaining-requests"] == "0"
@@ -138,13 +127,13 @@ def test_requests_per_minute_for_the_free_tier(policy_file: Path) -> None:
 def test_in_flight_leases_are_released_by_settling(policy_file: Path) -> None:
     backend = QuotaBackend()
     pipeline = pipeline_for(policy_file, store=backend.store)
-    first = decide(pipeline, "pro", chat("pro", max_tokens=5))
-    second = decide(pipeline, "pro", chat("pro", max_tokens=5))
-    third = decide(pipeline, "pro", chat("pro", max_tokens=5))
+    first = decide_chat(pipeline, "pro", chat(max_tokens=5))
+    second = decide_chat(pipeline, "pro", chat(max_tokens=5))
+    third = decide_chat(pipeline, "pro", chat(max_tokens=5))
     assert (first.allowed, second.allowed, third.status) == (True, True, 429)
     assert third.error_body()["error"]["details"]["name"] == "tenant-in-flight"
     assert asyncio.run(backend.store.settle(first.metadata["reservation_id"], 3))
-    assert decide(pipeline, "pro", chat("pro", max_tokens=5)).allowed
+    assert decide_chat(pipeline, "pro", chat(max_tokens=5)).allowed
 
 
 def test_routes_without_cost_are_not_charged(policy_file: Path) -> None:
@@ -168,7 +157,7 @@ def test_store_down_fails_closed_and_the_breaker_stops_waiting(policy_file: Path
     decisions, durations = [], []
     for _ in range(6):
         started = time.perf_counter()
-        decisions.append(decide(pipeline, "pro", chat("pro")))
+        decisions.append(decide_chat(pipeline, "pro", chat()))
         durations.append(time.perf_counter() - started)
     assert {(d.status, d.reason) for d in decisions} == {(503, "cost.store_unavailable")}
     assert all(d.metadata["quota_store"] == "unavailable" for d in decisions)
@@ -182,10 +171,10 @@ def test_store_down_with_fallback_admits_against_local_limits(policy_file: Path)
     backend = open_backend(_dead_redis_url())
     fallback_policy = write_policy(policy_file.parent, text)
     pipeline = pipeline_for(fallback_policy, store=backend.store, name=backend.name)
-    first = decide(pipeline, "trial", chat("trial", max_tokens=100))
+    first = decide_chat(pipeline, "trial", chat(max_tokens=100))
     assert first.allowed and first.metadata["quota_store"] == "fallback"
     assert first.response_headers["x-ratelimit-limit-tokens"] == "300"  # 600 x 0.5
-    statuses = [decide(pipeline, "trial", chat("trial", max_tokens=100)).status for _ in range(3)]
+    statuses = [decide_chat(pipeline, "trial", chat(max_tokens=100)).status for _ in range(3)]
     assert statuses[-1] == 429  # the local limit holds while the store is down
     assert pipeline.ready  # fail open: still serving
 
@@ -243,14 +232,14 @@ def test_scopes_overrides_and_tiers(tmp_path: Path) -> None:
     """An override beats the tier's amount; a model limit is shared by every principal
     asking for that model (and only that model); an IP limit rides along."""
     pipeline = pipeline_for(write_policy(tmp_path, SCOPES))
-    free = [decide(pipeline, "free", chat("free")) for _ in range(3)]
+    free = [decide_chat(pipeline, "free", chat()) for _ in range(3)]
     assert [d.status for d in free] == [200, 200, 429]
     assert free[2].error_body()["error"]["details"]["scope"] == "api_key=free-key"
-    pro = [decide(pipeline, "pro", chat("pro")) for _ in range(4)]
+    pro = [decide_chat(pipeline, "pro", chat()) for _ in range(4)]
     assert [d.status for d in pro] == [200, 200, 200, 429]  # 4 for the key, but 5 per model
     details = pro[3].error_body()["error"]["details"]
     assert (details["name"], details["scope"]) == ("per-model", "model=gpt-4o-mini")
-    other_model = decide(pipeline, "trial", chat("trial", model="gpt-4o"))
+    other_model = decide_chat(pipeline, "trial", chat(model="gpt-4o"))
     assert other_model.allowed
     assert other_model.response_headers["x-ratelimit-remaining-requests"] == "1"  # its key
 
@@ -258,7 +247,7 @@ def test_scopes_overrides_and_tiers(tmp_path: Path) -> None:
 def test_a_request_larger_than_the_whole_budget_is_told_so(policy_file: Path) -> None:
     """Waiting would not help: its own code, and no Retry-After."""
     pipeline = pipeline_for(policy_file)
-    decision = decide(pipeline, "trial", chat("trial", max_tokens=1000))  # > 600
+    decision = decide_chat(pipeline, "trial", chat(max_tokens=1000))  # > 600
     assert (decision.status, decision.reason) == (429, "cost.request_exceeds_limit")
     assert "retry-after" not in decision.headers
     assert "never fit" in decision.message

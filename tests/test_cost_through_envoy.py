@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2
 from authz_service.devstack.idp import mint_token
 from authz_service.devstack.stack import DEMO_POLICY, Ports, Stack, service_health
 from tests.helpers import http_request
-from tests.redis_cluster import LOCAL_REDIS, free_port
+from tests.redis_cluster import free_port
 from tests.test_through_envoy import JSON, decision_log, edge
 
 pytestmark = pytest.mark.envoy
@@ -54,7 +54,7 @@ def chat_requests(stack: Stack) -> int:
     return total
 
 
-def quota(command: str, subject: str, tier: str, redis_url: str = LOCAL_REDIS) -> Any:
+def quota(command: str, subject: str, tier: str, redis_url: str) -> Any:
     result = subprocess.run(
         [sys.executable, "-m", "authz_service", "quota", command, "--config", str(DEMO_POLICY),
          "--redis-url", redis_url, "--user", subject, "--tenant", "demo", "--tier", tier],
@@ -63,7 +63,9 @@ def quota(command: str, subject: str, tier: str, redis_url: str = LOCAL_REDIS) -
     return json.loads(result.stdout)
 
 
-def test_trial_budget_spent_then_429_then_reset_by_the_operator(demo_stack: Stack) -> None:
+def test_trial_budget_spent_then_429_then_reset_by_the_operator(
+    demo_stack: Stack, redis_url: str
+) -> None:
     subject = f"trial-{uuid.uuid4().hex[:8]}"
     headers = bearer(demo_stack, subject, "trial")
     before = chat_requests(demo_stack)
@@ -91,10 +93,10 @@ def test_trial_budget_spent_then_429_then_reset_by_the_operator(demo_stack: Stac
         for field in ("limit", "remaining", "reset"):
             assert denied.headers[f"x-ratelimit-{field}-{kind}"]
 
-    shown = {entry["name"]: entry for entry in quota("show", subject, "trial")["limits"]}
+    shown = {entry["name"]: entry for entry in quota("show", subject, "trial", redis_url)["limits"]}
     assert shown["user-tokens-per-day"]["used"] == 1000 - remaining[-1]
     assert shown["user-requests-per-minute"]["used"] == len(allowed)
-    assert set(quota("reset", subject, "trial")["reset"]) == {
+    assert set(quota("reset", subject, "trial", redis_url)["reset"]) == {
         "user-tokens-per-day",
         "user-requests-per-minute",
         "user-in-flight",

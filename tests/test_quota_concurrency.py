@@ -20,25 +20,13 @@ from redis.crc import key_slot
 
 from authz_service.layers.cost.store import Charge, RedisStore, StoreError, Window
 from tests.quota_worker import charges_for, limits_of
-from tests.redis_cluster import delete_partitions, free_port, redis_cluster, standalone_redis
+from tests.redis_cluster import delete_partitions, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 PER_WORKER = 250
 BATCH = 50
 PARTITIONS = 6
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with standalone_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_cluster(tmp_path_factory.mktemp("cluster")) as ports:
-        yield f"redis://127.0.0.1:{ports[0]}"
 
 
 def spread_partitions() -> list[str]:

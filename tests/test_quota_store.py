@@ -30,25 +30,11 @@ from tests.redis_cluster import (
     delete_partitions,
     partition_keys,
     raw_client,
-    redis_cluster,
-    standalone_redis,
 )
 
 LONG = Window("fixed", 1_000_000_000)
 """A fixed window that will not roll over during a test (its next edge is in 2033)."""
 HOUR = Window("rolling", 3600)
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with standalone_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_cluster(tmp_path_factory.mktemp("cluster")) as ports:
-        yield f"redis://127.0.0.1:{ports[0]}"
 
 
 @dataclass

@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from authz_service.decision import Decision
-from authz_service.envoy_codec import request_view
 from authz_service.feedback import FeedbackHub
 from authz_service.layers.routing.health import HealthBoard, Observation
 from authz_service.layers.routing.settings import HealthLimits, RoutingSection, build_section
@@ -23,7 +21,7 @@ from authz_service.layers.routing.strategies import choose
 from authz_service.layers.routing.switches import SwitchCounter
 from authz_service.pipeline import Pipeline
 from authz_service.policy import load_policy
-from tests.helpers import TIER_KEYS, api_key_identity, check_request, write_policy
+from tests.helpers import api_key_identity, decide_chat, write_policy
 
 PROVIDERS = """
       providers:
@@ -70,16 +68,6 @@ def chat(model: str = "gpt-4o-mini", max_tokens: int = 10) -> bytes:
     ).encode()
 
 
-def decide(pipeline: Pipeline, tier: str, body: bytes) -> Decision:
-    request = check_request(
-        "POST",
-        "/v1/chat/completions",
-        headers={"content-type": "application/json", "x-api-key": TIER_KEYS[tier]},
-        body=body,
-    )
-    return asyncio.run(pipeline.decide(request_view(request)))
-
-
 @pytest.fixture
 def hub() -> FeedbackHub:
     return FeedbackHub()
@@ -93,7 +81,7 @@ def pipeline(tmp_path: Path, hub: FeedbackHub) -> Pipeline:
 
 
 def test_the_cheapest_healthy_provider_gets_the_request(pipeline: Pipeline) -> None:
-    decision = decide(pipeline, "pro", chat())
+    decision = decide_chat(pipeline, "pro", chat())
     assert decision.allowed
     assert decision.headers["x-authz-provider"] == "cheap"
     assert decision.headers["x-authz-model"] == "gpt-4o-mini"
@@ -108,12 +96,12 @@ def test_the_cheapest_healthy_provider_gets_the_request(pipeline: Pipeline) -> N
 
 
 def test_model_mapping_and_tiers(pipeline: Pipeline) -> None:
-    pro = decide(pipeline, "pro", chat("gpt-4o"))
+    pro = decide_chat(pipeline, "pro", chat("gpt-4o"))
     assert (
         pro.headers["x-authz-provider"] == "pricey"
         and pro.headers["x-authz-model"] == "gpt-4o-2024"
     )
-    trial = decide(pipeline, "trial", chat("gpt-4o"))
+    trial = decide_chat(pipeline, "trial", chat("gpt-4o"))
     assert (trial.status, trial.reason) == (403, "routing.no_provider")
     assert "gpt-4o" in trial.message and "trial" in trial.message
 
@@ -123,7 +111,7 @@ def test_failures_reported_by_envoy_move_traffic_then_it_comes_back(
 ) -> None:
     for _ in range(2):
         hub.observe(Observation("cheap", 503, 3.0))
-    decision = decide(pipeline, "pro", chat())
+    decision = decide_chat(pipeline, "pro", chat())
     assert decision.headers["x-authz-provider"] == "pricey"
     assert hub.observations == 2
 
@@ -131,24 +119,24 @@ def test_failures_reported_by_envoy_move_traffic_then_it_comes_back(
 def test_a_budget_running_low_picks_the_cheapest(pipeline: Pipeline, hub: FeedbackHub) -> None:
     for _ in range(3):  # make "cheap" slow: outside its latency target, still healthy
         hub.observe(Observation("cheap", 200, 1500.0))
-    assert decide(pipeline, "pro", chat()).headers["x-authz-provider"] == "pricey"
+    assert decide_chat(pipeline, "pro", chat()).headers["x-authz-provider"] == "pricey"
     # free: a 200-token budget; ~60 tokens leave 70%, ~120 leave under half -> cheapest
-    first = decide(pipeline, "free", chat(max_tokens=50))
+    first = decide_chat(pipeline, "free", chat(max_tokens=50))
     assert first.headers["x-authz-provider"] == "pricey"
-    low = decide(pipeline, "free", chat(max_tokens=50))
+    low = decide_chat(pipeline, "free", chat(max_tokens=50))
     assert low.headers["x-authz-provider"] == "cheap"
     assert low.response_headers["x-authz-provider-reason"] == "budget_low:cheapest"
 
 
 def test_switching_models_to_hop_providers_is_capped(pipeline: Pipeline) -> None:
     models = ["gpt-4o-mini", "gpt-4o"] * 3
-    decisions = [decide(pipeline, "pro", chat(model)) for model in models]
+    decisions = [decide_chat(pipeline, "pro", chat(model)) for model in models]
     # the 5th asks for the model of the last admitted request again: not a switch
     assert [d.status for d in decisions] == [200, 200, 200, 429, 200, 429]
     assert decisions[3].reason == "routing.too_many_model_switches"
     assert 1 <= int(decisions[3].headers["retry-after"]) <= 60
     # Staying on one model is never capped.
-    assert decide(pipeline, "pro", chat("gpt-4o-mini")).allowed
+    assert decide_chat(pipeline, "pro", chat("gpt-4o-mini")).allowed
 
 
 # ---- the parts ---------------------------------------------------------------------------
@@ -256,9 +244,9 @@ def test_validate_names_the_problem(tmp_path: Path, replace: str, by: str, probl
 
 def test_a_request_refused_after_its_reservation_is_not_charged(pipeline: Pipeline) -> None:
     """The cost layer reserves, then routing refuses: the reservation is released."""
-    refused = decide(pipeline, "free", chat("gpt-4o", max_tokens=100))  # pro-only mapping
+    refused = decide_chat(pipeline, "free", chat("gpt-4o", max_tokens=100))  # pro-only mapping
     assert (refused.status, refused.reason) == (403, "routing.no_provider")
-    allowed = decide(pipeline, "free", chat(max_tokens=10))
+    allowed = decide_chat(pipeline, "free", chat(max_tokens=10))
     spent = int(allowed.metadata["reserved_tokens"])
     assert allowed.response_headers["x-ratelimit-remaining-tokens"] == str(200 - spent)
 

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import binascii
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -129,25 +129,27 @@ def openai_image_tokens(size: tuple[int, int] | None, detail: str = "auto") -> i
         return OPENAI_IMAGE_LOW_TOKENS
     if size is None:
         return OPENAI_IMAGE_WORST_TOKENS
-    width, height = size
-    if max(width, height) > 2048:
-        scale = 2048 / max(width, height)
-        width, height = int(width * scale), int(height * scale)
-    if min(width, height) > 768:
-        scale = 768 / min(width, height)
-        width, height = int(width * scale), int(height * scale)
+    width, height = _shrunk(_shrunk(size, 2048, max), 768, min)
     tiles = math.ceil(width / 512) * math.ceil(height / 512)
     return OPENAI_IMAGE_LOW_TOKENS + OPENAI_IMAGE_TILE_TOKENS * tiles
+
+
+def _shrunk(
+    size: tuple[int, int], limit: int, side: Callable[[tuple[int, int]], int]
+) -> tuple[int, int]:
+    """``size`` scaled down until its ``side`` (``max``: long, ``min``: short) is ``limit``
+    (truncated, as the providers' rules do); never scaled up."""
+    if side(size) <= limit:
+        return size
+    scale = limit / side(size)
+    return int(size[0] * scale), int(size[1] * scale)
 
 
 def anthropic_image_tokens(size: tuple[int, int] | None) -> int:
     """Anthropic's image rule; ``size`` ``None`` means unknown (the cap)."""
     if size is None:
         return ANTHROPIC_IMAGE_MAX_TOKENS
-    width, height = size
-    if max(width, height) > 1568:
-        scale = 1568 / max(width, height)
-        width, height = int(width * scale), int(height * scale)
+    width, height = _shrunk(size, 1568, max)
     return min(math.ceil(width * height / 750), ANTHROPIC_IMAGE_MAX_TOKENS)
 
 

@@ -11,6 +11,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from authz_service.layers.cost import settings as cost_settings
+from authz_service.layers.cost.settings import StoreSettings
 from authz_service.layers.identity import settings as identity_settings
 from authz_service.layers.protocol import settings as protocol_settings
 from authz_service.layers.routing import settings as routing_settings
@@ -122,7 +123,27 @@ def _layer_problems(document: YamlDocument) -> Iterator[Problem]:
     data = document.data if isinstance(document.data, dict) else {}
     yield from _located(document, identity_settings.cross_check(data, Path(document.file).parent))
     yield from _located(document, cost_settings.cross_check(data))
+    yield from _located(document, _store_timeout_problems(data))
     yield from _located(document, routing_settings.cross_check(data))
+
+
+def _store_timeout_problems(data: Mapping[str, Any]) -> Iterator[tuple[KeyPath, str]]:
+    """The quota store's timeout must end before the decision's deadline, or its failures
+    would end as deadline timeouts instead of the policy's ``on_failure``."""
+    cost, settings = data.get("cost"), data.get("settings", {})
+    if not isinstance(cost, Mapping) or not isinstance(settings, Mapping):
+        return
+    store = cost.get("store", {})
+    timeout = (
+        store.get("timeout_ms", StoreSettings().timeout_ms) if isinstance(store, Mapping) else None
+    )
+    deadline = settings.get("decision_timeout_ms", Settings().decision_timeout_ms)
+    if isinstance(timeout, int) and isinstance(deadline, int) and timeout >= deadline:
+        yield (
+            ("cost", "store", "timeout_ms"),
+            f"must be shorter than settings.decision_timeout_ms ({deadline}), or the store's "
+            "failures would end as deadline timeouts instead of the configured on_failure",
+        )
 
 
 def _located(document: YamlDocument, found: Iterable[tuple[KeyPath, str]]) -> Iterator[Problem]:

@@ -21,11 +21,8 @@ Dimension = Literal["user", "tenant", "api_key", "model", "route", "ip"]
 DIMENSIONS: tuple[Dimension, ...] = get_args(Dimension)
 TokenizerName = Literal["o200k_base", "cl100k_base", "estimate"]
 OnFailure = Literal["deny", "fallback"]
-Partition = Literal["global", "tenant"]
 """Quota store unreachable: deny (503, fail closed) or admit against a local limit."""
-
-DECISION_TIMEOUT_MS = 450
-"""``settings.decision_timeout_ms``'s default (policy/model.py)."""
+Partition = Literal["global", "tenant"]
 
 PRINCIPAL_DIMENSIONS = frozenset({"user", "tenant", "api_key"})
 """Scopes that belong to one tenant: a limit using one of them can live in a tenant's slot."""
@@ -253,15 +250,6 @@ def cross_check(data: Mapping[str, Any]) -> Iterator[tuple[KeyPath, str]]:
                 "with store.partition: tenant, every limit needs user, tenant or api_key in "
                 "`per` (a counter shared across tenants cannot live in one tenant's slot)",
             )
-    timeout = _mapping(section.get("store")).get("timeout_ms", StoreSettings().timeout_ms)
-    deadline = _mapping(data.get("settings")).get("decision_timeout_ms", DECISION_TIMEOUT_MS)
-    has_store = isinstance(data.get("cost"), Mapping)
-    if has_store and isinstance(timeout, int) and isinstance(deadline, int) and timeout >= deadline:
-        yield (
-            ("cost", "store", "timeout_ms"),
-            f"must be shorter than settings.decision_timeout_ms ({deadline}), or the store's "
-            "failures would end as deadline timeouts instead of the configured on_failure",
-        )
     models = _mapping(section.get("models"))
     for name, model in [*models.items(), ("", section.get("default_model"))]:
         model = _mapping(model)

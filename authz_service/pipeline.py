@@ -20,6 +20,7 @@ from authz_service.feedback import FeedbackHub
 from authz_service.layers.base import Context, Layer, LayerName, Lifecycle
 from authz_service.layers.cost import CostLayer
 from authz_service.layers.cost.backend import QuotaBackend
+from authz_service.layers.cost.estimator import TokenEstimator
 from authz_service.layers.identity import IdentityLayer
 from authz_service.layers.protocol import ProtocolLayer
 from authz_service.layers.routing import RoutingLayer
@@ -53,7 +54,7 @@ def build_layers(
     if any(route.syntax.active for route in policy.routes):
         layers.append(SyntaxLayer())
     if any(route.semantics.active for route in policy.routes):
-        layers.append(SemanticsLayer())
+        layers.append(SemanticsLayer(TokenEstimator(policy.cost)))
     if policy.cost is not None and any(route.cost.active for route in policy.routes):
         backend = quota if quota is not None else QuotaBackend()
         layers.append(CostLayer(policy.cost, backend, feedback))

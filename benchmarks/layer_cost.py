@@ -30,6 +30,7 @@ from authz_service.decision import Denial
 from authz_service.devstack.stack import DEMO_POLICY
 from authz_service.envoy_codec import request_view
 from authz_service.layers.base import Context, Layer
+from authz_service.layers.cost.estimator import TokenEstimator
 from authz_service.layers.identity import Principal
 from authz_service.layers.protocol import ProtocolLayer
 from authz_service.layers.semantics import SemanticsLayer
@@ -189,7 +190,7 @@ def load_bench_policy() -> Policy:
 
 def measure_semantics(policy: Policy) -> list[tuple[str, float, float]]:
     """(what, semantic layer µs, pipeline µs) for the chat body on each semantic route."""
-    layer = SemanticsLayer()
+    layer = SemanticsLayer(TokenEstimator(policy.cost))
     body = chat_body()
     results = [
         (

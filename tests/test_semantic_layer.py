@@ -208,3 +208,79 @@ def test_the_rego_input_looks_like_opa_envoys(tmp_path: Path) -> None:
         "x-seen-auth": "absent",  # credentials never reach policies: input.principal does
         "x-seen-bearer": "absent",
     }
+
+
+BUDGET_REGO = """
+package budget
+
+import rego.v1
+
+decision := {"allowed": true,
+    "headers": {"x-policy-saw": sprintf("%s %d+%d=%d", [e.model, e.prompt_tokens,
+        e.output_tokens, e.total_tokens])}} if {
+    e := input.token_estimate
+    e.total_tokens <= 300
+}
+
+decision := {"allowed": false, "reason": "too_many_tokens",
+    "message": sprintf("%d tokens", [input.token_estimate.total_tokens])} if {
+    input.token_estimate.total_tokens > 300
+}
+"""
+
+BUDGET_POLICY = f"""
+    version: 1
+{api_key_identity()}
+    semantics:
+      rego:
+        budget: {{ modules: [budget.rego], query: data.budget.decision }}
+        tenants: {{ modules: [tenants.rego], data: [blocked.json] }}
+    cost:
+      default_model: {{ tokenizer: o200k_base, default_output_tokens: 100 }}
+      limits:
+        - {{ name: tokens-per-day, per: [user], window: day, tokens: 100000 }}
+    routes:
+      - name: chat
+        match: {{ path: {{ exact: /v1/chat/completions }}, methods: [POST] }}
+        syntax: {{ llm: {{ api: openai.chat_completions }} }}
+        semantics: {{ rego: budget }}
+        cost: {{ limits: [tokens-per-day] }}
+      - name: no-estimate
+        match: {{ path: {{ exact: /v1/completions }}, methods: [POST] }}
+        syntax: {{ llm: {{ api: openai.chat_completions }} }}
+        semantics: {{ rego: tenants }}
+"""
+
+
+@pytest.fixture
+def budget_policy(tmp_path: Path) -> Path:
+    (tmp_path / "budget.rego").write_text(BUDGET_REGO)
+    (tmp_path / "tenants.rego").write_text(REGO)
+    (tmp_path / "blocked.json").write_text(json.dumps({"blocked": ["evil"]}))
+    return write_policy(tmp_path, BUDGET_POLICY)
+
+
+def test_rego_sees_the_token_estimate_the_cost_layer_reserves(budget_policy: Path) -> None:
+    body = {**chat("Hello there"), "max_tokens": 50}
+    allowed = ask(budget_policy, "/v1/chat/completions", body, FREE)
+    assert allowed.allowed
+    model, counts = allowed.headers["x-policy-saw"].split(" ")
+    # 3 per message + "user" (1) + "Hello there" (2) + 3 priming; max_tokens for output
+    assert (model, counts) == ("gpt-4o-mini", "9+50=59")
+    assert allowed.headers["x-authz-reserved-tokens"] == "59"
+    # no max_tokens: the model's default output (100) counts
+    default = ask(budget_policy, "/v1/chat/completions", chat("Hi"), FREE)
+    assert default.headers["x-policy-saw"] == "gpt-4o-mini 8+100=108"
+    denied = ask(budget_policy, "/v1/chat/completions", {**body, "max_tokens": 400}, FREE)
+    assert (denied.status, denied.reason, denied.message) == (
+        403,
+        "semantics.rego.too_many_tokens",
+        "409 tokens",
+    )
+    assert "x-authz-reserved-tokens" not in denied.headers  # refused before any reservation
+
+
+def test_the_estimate_is_only_counted_for_policies_that_read_it(budget_policy: Path) -> None:
+    routes = {route.name: route for route in load_policy(budget_policy).routes}
+    assert routes["chat"].semantics.token_api == "openai.chat_completions"
+    assert routes["no-estimate"].semantics.token_api is None

@@ -75,6 +75,22 @@ def test_rego_denies_by_tenant(demo_stack: Stack) -> None:
     assert chat(demo_stack, "Hello", tenant="acme").status == 200
 
 
+def test_rego_caps_a_plan_by_the_token_estimate(demo_stack: Stack) -> None:
+    """The demo's starter plan allows 2,000 tokens per request (prompt + max_tokens): the
+    Rego policy reads input.token_estimate, counted with the cost layer's rules."""
+    before = upstream_count(demo_stack, "/v1/chat/completions")
+    assert chat(demo_stack, "Hello", tenant="startup", max_tokens=1500).status == 200
+    reply = chat(demo_stack, "Hello", tenant="startup", max_tokens=2000)
+    assert reply.status == 403
+    assert error_code(reply) == "semantics.rego.plan_token_cap"
+    message = reply.json()["error"]["message"]
+    assert message.startswith("this request may use 20") and message.endswith(
+        "tokens; the starter plan allows 2000 per request"
+    )
+    assert upstream_count(demo_stack, "/v1/chat/completions") == before + 1
+    assert chat(demo_stack, "Hello", tenant="demo", max_tokens=2000).status == 200
+
+
 @pytest.mark.parametrize(
     "prompt",
     [

@@ -29,6 +29,22 @@ class _NoBody:
 NO_JSON_BODY: Any = _NoBody()
 
 
+@dataclass(frozen=True, slots=True)
+class TokenEstimate:
+    """What an LLM request will cost in tokens, counted once per request by whichever layer
+    needs it first (a Rego policy that reads ``input.token_estimate``, else the cost layer)."""
+
+    model: str
+    """The requested model ("" when the body names none)."""
+    prompt: int
+    output: int
+    """The most the request may generate (``max_tokens`` or the model's default, capped)."""
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.output
+
+
 @dataclass(slots=True)
 class Context:
     """What the layers learn about one request, filled in pipeline order.
@@ -51,9 +67,8 @@ class Context:
     """The body parsed once by the protocol layer on JSON routes."""
     principal: Principal | None = None
     """Who is asking, once the identity layer has run."""
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    """The cost layer's estimate, for the routing layer to price the request."""
+    token_estimate: TokenEstimate | None = None
+    """The request's tokens (LLM routes), for Rego, the cost layer and routing's prices."""
     budget_left: float | None = None
     """Share of the tightest token budget left after this request (cost layer), if any."""
     upstream_headers: dict[str, str] = field(default_factory=dict)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import structlog
 
@@ -15,7 +14,7 @@ from authz_service.feedback import FeedbackHub
 from authz_service.layers.base import Context, LayerName
 from authz_service.layers.cost.backend import QuotaBackend
 from authz_service.layers.cost.breaker import CircuitBreaker
-from authz_service.layers.cost.estimate import output_tokens, prompt_tokens
+from authz_service.layers.cost.estimator import TokenEstimator
 from authz_service.layers.cost.headers import exceeded_denial, ratelimit_headers
 from authz_service.layers.cost.scopes import Applied, applied_limits, partition_of
 from authz_service.layers.cost.settings import CostRoute, CostSection
@@ -26,7 +25,6 @@ from authz_service.layers.cost.store.base import (
     QuotaStore,
     StoreError,
 )
-from authz_service.layers.cost.tokenizers import load_tokenizer
 
 RESERVATION_HEADER = "x-authz-reservation"
 TOKENS_HEADER = "x-authz-reserved-tokens"
@@ -55,9 +53,7 @@ class CostLayer:
         self._breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
         self._fallback = backend.fallback
         self._prober: asyncio.Task[None] | None = None
-        # Tokenizers load here, with the policy: never on the request path.
-        for model in (*section.models.values(), section.default_model):
-            load_tokenizer(model.tokenizer)
+        self._estimate = TokenEstimator(section)
 
     # ---- lifecycle: a background probe notices a store that came back -------------------
 
@@ -126,7 +122,8 @@ class CostLayer:
         route: CostRoute = ctx.route.cost if ctx.route is not None else CostRoute()
         if not route.active:
             return None
-        model, prompt, tokens = self._estimate(route, ctx)
+        estimate = self._estimate(ctx, route.api) if route.api is not None else None
+        model, tokens = (estimate.model, estimate.total) if estimate is not None else ("", 0)
         tenant = ctx.principal.tenant if ctx.principal is not None else ""
         partition = partition_of(tenant, self._section.partition_by_tenant)
         applied = applied_limits(route.limits, ctx, model, tokens, partition)
@@ -159,7 +156,6 @@ class CostLayer:
             return exceeded_denial(
                 route.status, applied[index], outcome.states[index], tokens, headers
             )
-        ctx.prompt_tokens, ctx.output_tokens = prompt, tokens - prompt
         ctx.budget_left = budget_left(applied, outcome.states)
         reservation = outcome.reservation_id or ""
         ctx.upstream_headers[RESERVATION_HEADER] = reservation
@@ -167,23 +163,10 @@ class CostLayer:
         ctx.response_headers.update(headers)
         ctx.metadata.update(
             reservation_id=reservation,
-            prompt_tokens=str(prompt),
+            prompt_tokens=str(estimate.prompt if estimate is not None else 0),
             reserved_tokens=str(tokens),
         )
         return None
-
-    def _estimate(self, route: CostRoute, ctx: Context) -> tuple[str, int, int]:
-        """(model, prompt tokens, prompt + output tokens); zeros when no tokens are counted."""
-        if route.api is None:
-            return "", 0, 0
-        body: Any = ctx.json_body  # valid against the route's llm.api schema (syntax layer)
-        model = body.get("model")
-        rules = self._section.model(model)
-        prompt = prompt_tokens(route.api, body, load_tokenizer(rules.tokenizer))
-        output = output_tokens(
-            route.api, body, rules.default_output_tokens, rules.max_output_tokens
-        )
-        return model if isinstance(model, str) else "", prompt, prompt + output
 
     async def _reserve_in_store(self, partition: str, charges: list[Charge]) -> Outcome | None:
         """The store's answer, or ``None`` when it failed, timed out or the breaker is open."""

@@ -69,12 +69,13 @@ class RoutingLayer:
             )
         strategy = route.strategy or section.strategy
         low_budget = ctx.budget_left is not None and ctx.budget_left < section.low_budget_fraction
+        tokens = ctx.token_estimate
         choice = choose(
             candidates,
             "cheapest" if low_budget else strategy,
             self.board,
-            ctx.prompt_tokens,
-            ctx.output_tokens,
+            tokens.prompt if tokens is not None else 0,
+            tokens.output if tokens is not None else 0,
             self._rng,
         )
         reason = f"budget_low:{choice.reason}" if low_budget else choice.reason

@@ -7,12 +7,15 @@ run in dry-run: they log and count what they would have denied, and allow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from authz_service.decision import Denial
-from authz_service.layers.base import Context, LayerName
+from authz_service.layers.base import Context, LayerName, TokenEstimate
 from authz_service.layers.semantics.injection import Finding, extract_segments
 from authz_service.layers.semantics.rego import RegoPolicy
 from authz_service.layers.semantics.rego_input import rego_input
 from authz_service.layers.semantics.settings import InjectionCheck, SemanticsRoute
+from authz_service.layers.syntax.llm import LlmApi
 
 WOULD_DENY = "would_deny"
 """Metadata key: reasons a dry-run check would have denied with (comma-separated)."""
@@ -21,8 +24,16 @@ FLAGGED = "flagged"
 INJECTION_REASON = "semantics.prompt_injection"
 
 
+TokenCounter = Callable[[Context, LlmApi], TokenEstimate]
+"""Counts (once per request) the tokens of a body valid for the API: the pipeline passes
+the cost layer's estimator, so a policy sees the number the cost layer reserves."""
+
+
 class SemanticsLayer:
     name: LayerName = "semantics"
+
+    def __init__(self, count_tokens: TokenCounter) -> None:
+        self._count_tokens = count_tokens
 
     async def check(self, ctx: Context) -> Denial | None:
         assert ctx.route is not None  # the protocol layer denied unrouted requests
@@ -43,6 +54,8 @@ class SemanticsLayer:
                 details={"rule": rule.name},
             )
         if settings.rego is not None:
+            if settings.token_api is not None:
+                self._count_tokens(ctx, settings.token_api)
             denial = _ask_rego(ctx, settings.rego, settings.rego_name or "")
             if denial is not None:
                 return denial

@@ -207,6 +207,11 @@ class RegoPolicy:
     def query(self) -> str:
         return self._query
 
+    def reads(self, key: str) -> bool:
+        """Whether the modules may read ``input.<key>`` (so that what costs work to compute,
+        such as the token estimate, is only computed for policies that use it)."""
+        return self._projection is None or key in self._projection
+
     @classmethod
     def compile(
         cls,

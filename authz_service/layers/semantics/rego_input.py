@@ -17,6 +17,7 @@ Neither are the headers the upstream will not get (API-key headers, spoofed ``x-
 def rego_input(ctx: Context) -> dict[str, Any]:
     view = ctx.view
     principal = ctx.principal
+    estimate = ctx.token_estimate
     hidden = CREDENTIAL_HEADERS.union(ctx.headers_to_remove)
     path = view.path + (f"?{view.query}" if view.query else "")
     return {
@@ -54,5 +55,12 @@ def rego_input(ctx: Context) -> dict[str, Any]:
             "method": principal.method,
             "provider": principal.provider,
         },
-        "token_estimate": None,  # the cost layer (issue 6) fills this in
+        "token_estimate": None
+        if estimate is None
+        else {
+            "model": estimate.model,
+            "prompt_tokens": estimate.prompt,
+            "output_tokens": estimate.output,
+            "total_tokens": estimate.total,
+        },
     }

@@ -19,7 +19,7 @@ from authz_service.layers.semantics.rules import (
     RuleError,
     compile_rule,
 )
-from authz_service.layers.syntax.llm import ANY_TIER, LLM_APIS
+from authz_service.layers.syntax.llm import ANY_TIER, LLM_APIS, LlmApi
 
 KeyPath = tuple[str | int, ...]
 InjectionAction = Literal["deny", "flag", "dry_run"]
@@ -56,6 +56,9 @@ class SemanticsRoute:
     rego: RegoPolicy | None = None
     rego_name: str | None = None
     injection: InjectionCheck | None = None
+    token_api: LlmApi | None = None
+    """How to count the route's tokens for ``input.token_estimate``: the route's LLM API, set
+    only when its Rego policy reads the estimate (counting costs ~50 µs per KB of prompt)."""
 
     @property
     def active(self) -> bool:
@@ -265,15 +268,17 @@ def _blocks(data: Mapping[str, Any]) -> Iterator[tuple[KeyPath, Mapping[str, Any
 
 
 def build_route(
-    raw: Mapping[str, Any], catalog: SemanticsCatalog, llm_api: str | None
+    raw: Mapping[str, Any], catalog: SemanticsCatalog, llm_api: LlmApi | None
 ) -> SemanticsRoute:
     """``llm_api``: the syntax layer's API for the route, the default for injection."""
     rego_name = raw.get("rego")
+    rego = catalog.rego[rego_name] if rego_name is not None else None
     return SemanticsRoute(
         rules=tuple(compile_rule(rule) for rule in raw.get("rules", ())),
-        rego=catalog.rego[rego_name] if rego_name is not None else None,
+        rego=rego,
         rego_name=rego_name,
         injection=_injection(raw["injection"], catalog, llm_api) if "injection" in raw else None,
+        token_api=llm_api if rego is not None and rego.reads("token_estimate") else None,
     )
 
 

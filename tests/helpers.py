@@ -21,6 +21,9 @@ from authz_service.layers.identity.api_keys import hash_key
 from authz_service.pipeline import Pipeline
 from authz_service.policy import load_policy
 
+DEV_SET = Path(__file__).parents[2] / "shared" / "datasets" / "prompt_injection" / "dev.jsonl"
+"""The labelled prompt-injection development set beside the project (absent in a lone clone)."""
+
 TIER_KEYS = {"free": "k-free-0123456789", "pro": "k-pro-0123456789", "trial": "k-trial-0123456789"}
 """An API key per demo tier, for policies made by :func:`api_key_identity`."""
 

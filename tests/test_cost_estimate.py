@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,8 +27,7 @@ from authz_service.layers.cost.tokenizers import (
     load_tokenizer,
 )
 from authz_service.layers.syntax.llm import LlmApi
-
-DEV_SET = Path(__file__).parents[2] / "shared" / "datasets" / "prompt_injection" / "dev.jsonl"
+from tests.helpers import DEV_SET
 
 # The bound documented in tokenizers.py for the dev set.
 HEURISTIC_WORST_UNDER_O200K = 0.20

@@ -7,7 +7,6 @@ import base64
 import codecs
 import io
 from contextlib import redirect_stdout
-from pathlib import Path
 
 import pytest
 
@@ -27,8 +26,7 @@ from authz_service.layers.semantics.injection.evaluate import (
     load_rows,
     run_eval,
 )
-
-DEV = Path(__file__).parents[2] / "shared" / "datasets" / "prompt_injection" / "dev.jsonl"
+from tests.helpers import DEV_SET
 
 
 @pytest.fixture(scope="module")
@@ -264,9 +262,9 @@ def test_evaluate_small_and_textless(det: InjectionDetector) -> None:
     assert "ignore previous" not in out and "France" not in out
 
 
-@pytest.mark.skipif(not DEV.exists(), reason="dev set not available")
+@pytest.mark.skipif(not DEV_SET.exists(), reason="dev set not available")
 def test_dev_set_floors(det: InjectionDetector) -> None:
-    rows = load_rows(DEV)
+    rows = load_rows(DEV_SET)
     rep = evaluate(det, rows, DEFAULT_THRESHOLD)
     # The shipped model has seen these rows (measured: recall 0.998, FPR 0.001): these are
     # optimistic floors a few points below. The honest held-out numbers (stratified CV:
@@ -278,5 +276,5 @@ def test_dev_set_floors(det: InjectionDetector) -> None:
     assert all(str(r["text"])[:40] not in text for r in rows[:200])
     buf = io.StringIO()
     with redirect_stdout(buf):
-        assert run_eval(DEV) == 0
+        assert run_eval(DEV_SET) == 0
     assert "recall" in buf.getvalue()

@@ -106,7 +106,7 @@ class InjectionDetector:
             if key in scanned:  # same text as a view already scanned: same hits
                 continue
             scanned.add(key)
-            hits = lib.find(v.text, v.tokens, v.squashed, None, rules)
+            hits = lib.find(v.text, v.tokens, v.squashed, rules)
             for hit in hits:
                 rule = hit.rule
                 if rule.id in rules:

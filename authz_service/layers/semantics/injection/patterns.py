@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from authz_service.layers.semantics.injection._regex import TOKEN, tokenize
+from authz_service.layers.semantics.injection.prefilter import RulePrefilter
 
 __all__ = ["RULES", "PatternHit", "PatternLibrary", "Rule"]
 
@@ -605,22 +606,28 @@ RULES: tuple[Rule, ...] = tuple(sorted(_RULES, key=lambda r: (-r.score, r.id)))
 
 
 class PatternLibrary:
-    """All rules compiled once; rules are tried only where their triggers occur.
+    """All rules compiled once; a rule is tried only where it can match.
 
-    Triggers are looked up in C: the first one or two tokens of every lead phrase form a key
-    ("ignore", "you are", "do anything"); the keys present in a text are the intersection of the
-    key set with the text's tokens and token bigrams. A rule is then tried (``re.match``) only
-    at the occurrences of its anchor word (the lead's first token). Literal triggers are found
-    by one combined regex. Squashed text (spaced view) falls back to looking for anchor words
-    inside tokens.
+    First, one Hyperscan pass (:mod:`.prefilter`) names the rules that could match the text
+    at all: for most texts, none, and the search ends there. Then each remaining rule is
+    tried, anchored (``re.match``), only at the occurrences of its triggers: the first one or
+    two tokens of a lead phrase ("ignore", "you are"), present among the text's tokens and
+    token pairs (set lookups in C) and located by a small literal-led regex; or its literal
+    triggers (``<|``, ``[inst]``), found by one combined regex. Squashed text (spaced view)
+    looks for trigger words inside tokens instead. ``prefilter=False`` gives the same hits
+    without the first pass (tests compare the two).
     """
 
-    def __init__(self, rules: tuple[Rule, ...] = RULES) -> None:
+    def __init__(self, rules: tuple[Rule, ...] = RULES, *, prefilter: bool = True) -> None:
         self.rules = rules
         self._compiled = {r.id: re.compile(r.pattern, re.MULTILINE) for r in rules}
+        self._ids = tuple(r.id for r in rules)
+        self._prefilter = (
+            RulePrefilter([r.pattern for r in rules], re.MULTILINE) if prefilter else None
+        )
         self.by_word: dict[str, list[Rule]] = {}
         self.by_literal: dict[str, list[Rule]] = {}
-        by_key: dict[str, tuple[str, list[Rule]]] = {}
+        by_key: dict[str, list[Rule]] = {}
         for r in rules:
             table = self.by_literal if r.literal else self.by_word
             for t in r.triggers:
@@ -629,47 +636,49 @@ class PatternLibrary:
                 toks = TOKEN.findall(phrase)
                 if not toks:
                     continue
-                key = " ".join(toks[:2])
-                entry = by_key.setdefault(key, (toks[0], []))
-                if all(x.id != r.id for x in entry[1]):
-                    entry[1].append(r)
-        self._by_key = by_key
-        self._key_ids = {k: frozenset(r.id for r in rs) for k, (_, rs) in by_key.items()}
-        # where a key occurs as whole tokens: literal-led regexes (fast C search)
-        self._key_rx: dict[str, re.Pattern[str]] = {}
-        for key in by_key:
-            parts = [re.escape(x) for x in key.split(" ")]
-            first = parts[0]
-            self._key_rx[key] = re.compile(
-                first + r"(?<![^\W_]" + first + ")" + "".join(_GAP + x for x in parts[1:]) + _END
-            )
-        self.keys = frozenset(by_key)
-        # first words of the two-token keys: no bigram key can be present without one of them
-        self._bigram_firsts = frozenset(k.split(" ")[0] for k in by_key if " " in k)
-        # the two-token keys as token pairs, and back
-        self._pair_key: dict[tuple[str, str], str] = {}
-        for k in by_key:
-            a, _, b = k.partition(" ")
-            if b:
-                self._pair_key[a, b] = k
-        self._pairs = frozenset(self._pair_key)
-        # per key: the rule ids (to skip a key whose rules all fired), the rules with their
-        # compiled ``match``, and the key regex's ``finditer`` (no dict lookups per call)
+                key_rules = by_key.setdefault(" ".join(toks[:2]), [])
+                if all(x.id != r.id for x in key_rules):
+                    key_rules.append(r)
+        # per key: the rule ids (to skip a key whose rules all fired), its rules, where the
+        # key occurs as whole tokens (a literal-led regex: fast C search), and its token pair
         self._plan: dict[
             str,
             tuple[
                 frozenset[str],
-                tuple[tuple[Rule, Callable[[str, int], re.Match[str] | None]], ...],
+                tuple[Rule, ...],
                 Callable[[str], Iterator[re.Match[str]]],
+                tuple[str, str] | None,
             ],
-        ] = {
-            k: (
-                self._key_ids[k],
-                tuple((r, self._compiled[r.id].match) for r in rs),
-                self._key_rx[k].finditer,
+        ] = {}
+        for key, key_rules in by_key.items():
+            parts = key.split(" ")
+            first = re.escape(parts[0])
+            key_rx = re.compile(
+                first
+                + r"(?<![^\W_]"
+                + first
+                + ")"
+                + "".join(_GAP + re.escape(x) for x in parts[1:])
+                + _END
             )
-            for k, (_, rs) in by_key.items()
-        }
+            pair = (parts[0], parts[1]) if len(parts) == 2 else None
+            self._plan[key] = (
+                frozenset(r.id for r in key_rules),
+                tuple(key_rules),
+                key_rx.finditer,
+                pair,
+            )
+        # the keys each rule is tried at: one-token keys, and two-token keys as token pairs
+        self._words_of: dict[str, frozenset[str]] = {}
+        self._pairs_of: dict[str, frozenset[tuple[str, str]]] = {}
+        self._pair_key: dict[tuple[str, str], str] = {}
+        for r in rules:
+            keys = [k for k, plan in self._plan.items() if r.id in plan[0]]
+            self._words_of[r.id] = frozenset(k for k in keys if self._plan[k][3] is None)
+            pairs = [(k, self._plan[k][3]) for k in keys]
+            self._pairs_of[r.id] = frozenset(pair for _, pair in pairs if pair is not None)
+            self._pair_key.update((pair, k) for k, pair in pairs if pair is not None)
+        self._literal_ids = frozenset(r.id for r in rules if r.literal)
         self.words = frozenset(self.by_word)
         self.literals = tuple(sorted(self.by_literal))
         self._max_word = max(map(len, self.words))
@@ -698,7 +707,7 @@ class PatternLibrary:
         self,
         text: str,
         positions: list[int],
-        rules: list[Rule],
+        rules: Iterable[Rule],
         done: set[str],
         hits: list[PatternHit],
     ) -> None:
@@ -727,81 +736,83 @@ class PatternLibrary:
             pos = find(anchor, pos + 1)
         return positions
 
+    def _candidates(self, text: str, skip: set[str] | None) -> set[str]:
+        """Ids of the rules that may match ``text`` and are not in ``skip``."""
+        if self._prefilter is None:
+            found = set(self._ids)
+        else:
+            ids = self._ids
+            found = {ids[index] for index in self._prefilter.candidates(text)}
+        return found - skip if skip else found
+
     def find(
         self,
         text: str,
         tokens: list[str] | None = None,
         squashed: bool = False,
-        bigrams: list[str] | None = None,
         skip: set[str] | None = None,
     ) -> list[PatternHit]:
-        """First hit of each rule in ``text`` (``tokens``/``bigrams``: the text's tokens and
-        token bigrams, if known).
+        """First hit of each rule in ``text`` (``tokens``: the text's tokens, if known).
 
         ``squashed``: the text has words glued together (spaced view); triggers are then also
         looked for inside tokens. ``skip``: ids of rules not to try (already fired elsewhere).
         """
+        candidates = self._candidates(text, skip)
+        if not candidates:
+            return []
         if tokens is None:
             tokens = tokenize(text)
-        done: set[str] = set(skip) if skip else set()
+        done = set(self._ids).difference(candidates)  # rules that cannot (or need not) hit
         hits: list[PatternHit] = []
         if squashed:
-            present: set[str] = set(self.words.intersection(tokens))
-            words = self.words
-            for tok in tokens:
-                if len(tok) > 6:
-                    for i in range(len(tok) - 1):
-                        for k in range(2, min(self._max_word, len(tok) - i) + 1):
-                            if tok[i : i + k] in words:
-                                present.add(tok[i : i + k])
-            for word in sorted(present):
-                pos = self._positions(text, word, False)
-                if pos:
-                    self._anchored(text, pos, self.by_word[word], done, hits)
+            self._find_squashed(text, tokens, done, hits)
         else:
-            keys = self.keys
-            found = set(keys.intersection(tokens))
-            if not self._bigram_firsts.isdisjoint(tokens):
-                if bigrams is None:
-                    # token pairs as tuples: hashed from the tokens' cached hashes, no strings
-                    pair_key = self._pair_key
-                    found.update(
-                        map(
-                            pair_key.__getitem__,
-                            self._pairs.intersection(itertools.pairwise(tokens)),
-                        )
-                    )
-                else:
-                    found.update(keys.intersection(bigrams))
-            plan = self._plan
-            for key in sorted(found):
-                ids, rules, finditer = plan[key]
-                if ids.issubset(done):
-                    continue
-                if len(rules) == 1:
-                    # the one rule has not fired (``ids`` is not in ``done``): try it at each
-                    # occurrence as it is found, and stop scanning at the first hit
-                    rule, match = rules[0]
-                    for km in itertools.islice(finditer(text), _MAX_OCCURRENCES):
-                        m = match(text, km.start())
-                        if m is not None:
-                            done.add(rule.id)
-                            hits.append(PatternHit(rule, m.start(), m.end()))
-                            break
-                    continue
-                pos = [km.start() for km in itertools.islice(finditer(text), _MAX_OCCURRENCES)]
-                if not pos:
-                    continue
-                for rule, match in rules:
-                    if rule.id in done:
-                        continue
-                    for p in pos:
-                        m = match(text, p)
-                        if m is not None:
-                            done.add(rule.id)
-                            hits.append(PatternHit(rule, m.start(), m.end()))
-                            break
-        for lit in sorted(set(self._lit_rx.findall(text))):
-            pos = self._positions(text, lit, False)
-            self._anchored(text, pos, self._lit_rules[lit], done, hits)
+            self._find_at_keys(text, tokens, candidates, done, hits)
+        if not self._literal_ids.isdisjoint(candidates):
+            for lit in sorted(set(self._lit_rx.findall(text))):
+                pos = self._positions(text, lit, False)
+                self._anchored(text, pos, self._lit_rules[lit], done, hits)
         return hits
+
+    def _find_at_keys(
+        self,
+        text: str,
+        tokens: list[str],
+        candidates: set[str],
+        done: set[str],
+        hits: list[PatternHit],
+    ) -> None:
+        """Try the candidate rules at those of their keys that are tokens or token pairs."""
+        words: frozenset[str] = frozenset().union(*map(self._words_of.__getitem__, candidates))
+        found = set(words.intersection(tokens))
+        pairs: frozenset[tuple[str, str]] = frozenset().union(
+            *map(self._pairs_of.__getitem__, candidates)
+        )
+        if pairs:
+            # token pairs as tuples: hashed from the tokens' cached hashes, no strings
+            found.update(
+                map(self._pair_key.__getitem__, pairs.intersection(itertools.pairwise(tokens)))
+            )
+        plan = self._plan
+        for key in sorted(found):
+            ids, rules, finditer, _pair = plan[key]
+            if ids.issubset(done):
+                continue
+            positions = [km.start() for km in itertools.islice(finditer(text), _MAX_OCCURRENCES)]
+            self._anchored(text, positions, rules, done, hits)
+
+    def _find_squashed(
+        self, text: str, tokens: list[str], done: set[str], hits: list[PatternHit]
+    ) -> None:
+        words = self.words
+        present: set[str] = set(words.intersection(tokens))
+        for tok in tokens:
+            if len(tok) > 6:
+                for i in range(len(tok) - 1):
+                    for k in range(2, min(self._max_word, len(tok) - i) + 1):
+                        if tok[i : i + k] in words:
+                            present.add(tok[i : i + k])
+        for word in sorted(present):
+            pos = self._positions(text, word, False)
+            if pos:
+                self._anchored(text, pos, self.by_word[word], done, hits)

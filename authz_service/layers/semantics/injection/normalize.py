@@ -189,6 +189,7 @@ def _translate_ascii(text: str, table: Mapping[int, int | str], raw: bytes) -> s
         return text.translate(table)
     return text.encode("utf-8", "surrogatepass").translate(raw).decode("utf-8", "surrogatepass")
 
+
 _B64 = re.compile(r"[A-Za-z0-9+/_-](?<![A-Za-z0-9+/_-].)[A-Za-z0-9+/_-]{15,}={0,2}")
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{16}")
 # Same matches as ``(?:\\x[0-9a-fA-F]{2}){6,}|(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :]?){8,}``,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from authz_service.layers.semantics.injection._regex import tokenize
 from authz_service.layers.semantics.injection.normalize import leet, normalize, spaced, views
@@ -131,3 +132,13 @@ def test_prefilters_same_as_reference() -> None:
         ref = any([not t.isalpha() and not t.isdigit() for t in toks if len(t) > 2])
         full = leet(norm, None)
         assert leet(norm, toks) == (full if ref else None)
+
+
+def test_threads_scan_with_their_own_hyperscan_scratch() -> None:
+    """Hyperscan refuses a scratch space in use by another scan: each thread has its own."""
+    lib = PatternLibrary()
+    texts = [*SAMPLES, *BIGRAM_EDGES] * 20
+    want = [_hits(lib, text) for text in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda text: _hits(lib, text), texts))
+    assert got == want

@@ -226,6 +226,12 @@ def test_extract_completions_anthropic_pointers() -> None:
                     {"type": "text", "text": "U"},
                 ],
             },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "t", "name": "f", "input": {"q": "Q", "n": 1}},
+                ],
+            },
         ],
         "metadata": {"note": "N", "x": ["M"]},
     }
@@ -234,6 +240,7 @@ def test_extract_completions_anthropic_pointers() -> None:
         ("/system/0/text", "system", "S"),
         ("/messages/0/content/0/content/0/text", "tool", "T"),
         ("/messages/0/content/1/text", "user", "U"),
+        ("/messages/1/content/0/input/q", "assistant", "Q"),
         ("/metadata/note", None, "N"),
         ("/metadata/x/0", None, "M"),
     ]

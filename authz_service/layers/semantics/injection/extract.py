@@ -5,6 +5,7 @@ Never raises on odd shapes: anything unexpected is skipped.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -116,6 +117,10 @@ def _anthropic_blocks(blocks: Any, ptr: str, role: str | None) -> Iterator[TextS
             yield TextSegment(f"{bptr}/text", role, block["text"])
         elif kind == "tool_result":
             yield from _anthropic_blocks(block.get("content"), f"{bptr}/content", "tool")
+        elif kind == "tool_use":  # the call's arguments, as OpenAI's tool_calls arguments
+            strings = _strings(block.get("input"), f"{bptr}/input")
+            for sptr, text in itertools.islice(strings, MAX_POINTER_STRINGS):
+                yield TextSegment(sptr, role, text)
         elif kind == "document":
             src = block.get("source")
             if (

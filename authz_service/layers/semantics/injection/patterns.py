@@ -6,10 +6,11 @@ Patterns are written on lower-cased text; a single space in a pattern means "a s
 non-word characters, possibly empty", so that the same pattern also matches squashed text from
 the ``spaced`` view ("ignoreallpreviousinstructions").
 
-Speed: every rule starts with a *lead* — a list of literal words or phrases (its triggers). A
-rule is only tried, anchored (``re.match``), where one of its trigger words occurs as a token of
-the text (a set intersection in C), or where one of its literal triggers (``<|``, ``[inst]`` ...)
-occurs (``str.find``). There is no whole-text scan per rule.
+Speed: one Hyperscan pass over the text (``prefilter.py``) first names the rules that can match
+at all, usually none. Every rule starts with a *lead* — a list of literal words or phrases (its
+triggers); a remaining rule is only tried, anchored (``re.match``), where one of its trigger
+words occurs as a token of the text (set lookups in C), or where one of its literal triggers
+(``<|``, ``[inst]`` ...) occurs (``str.find``). There is no whole-text scan per rule.
 
 The library was written from general knowledge of injection techniques and then tuned by looking
 at the development set (dev.jsonl); cross-validated numbers of the whole detector are therefore

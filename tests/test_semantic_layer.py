@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -284,3 +285,57 @@ def test_the_estimate_is_only_counted_for_policies_that_read_it(budget_policy: P
     routes = {route.name: route for route in load_policy(budget_policy).routes}
     assert routes["chat"].semantics.token_api == "openai.chat_completions"
     assert routes["no-estimate"].semantics.token_api is None
+
+
+FORM_REGO = """
+package forms
+
+import rego.v1
+
+default decision := false
+
+decision if input.parsed_body.plan == "basic"
+"""
+
+FORM_POLICY = f"""
+    version: 1
+{api_key_identity()}
+    semantics:
+      rego:
+        forms: {{ modules: [forms.rego], query: data.forms.decision }}
+    routes:
+      - name: feedback
+        match: {{ path: {{ exact: /feedback }}, methods: [POST] }}
+        syntax: {{ form: {{}} }}
+        semantics:
+          rules:
+            - name: no-admin-field
+              when: {{ body/admin: {{ present: true }} }}
+              message: the admin field is not for clients
+          rego: forms
+          injection: {{ pointers: [/comment] }}
+"""
+
+
+def test_rules_rego_and_injection_pointers_read_form_fields(tmp_path: Path) -> None:
+    (tmp_path / "forms.rego").write_text(FORM_REGO)
+    policy = write_policy(tmp_path, FORM_POLICY)
+
+    def post(form: dict[str, str] | bytes) -> Decision:
+        request = check_request(
+            "POST",
+            "/feedback",
+            headers={"content-type": "application/x-www-form-urlencoded", "x-api-key": FREE},
+            body=form if isinstance(form, bytes) else urlencode(form).encode(),
+        )
+        return asyncio.run(Pipeline(load_policy(policy)).decide(request_view(request)))
+
+    # a syntax block with only form limits parses forms within them (no schema needed)
+    assert (post(b"plan=%zz").status, post(b"plan=%zz").reason) == (400, "syntax.form_malformed")
+
+    assert post({"plan": "basic", "comment": "Works well, thanks."}).allowed
+    assert post({"plan": "gold", "comment": "x"}).reason == "semantics.rego"
+    assert post({"plan": "basic", "admin": "1"}).reason == "semantics.rule.no-admin-field"
+    attack = post({"plan": "basic", "comment": ATTACK})
+    assert attack.reason == "semantics.prompt_injection"
+    assert attack.details is not None and attack.details["pointer"] == "/comment"

@@ -11,6 +11,7 @@ import pytest
 from authz_service.devstack.idp import mint_token
 from authz_service.devstack.stack import Stack
 from tests.helpers import Reply, http_request
+from tests.payloads import PNG, multipart
 from tests.test_through_envoy import JSON, edge, upstream_count
 
 pytestmark = pytest.mark.envoy
@@ -73,6 +74,32 @@ def test_rego_denies_by_tenant(demo_stack: Stack) -> None:
     assert reply.json()["error"]["message"] == "this tenant is blocked"
     assert upstream_count(demo_stack, "/v1/chat/completions") == before
     assert chat(demo_stack, "Hello", tenant="acme").status == 200
+
+
+def test_rules_read_multipart_fields_typed_by_the_openapi_document(demo_stack: Stack) -> None:
+    """The demo's classify route: top_k above 5 is for pro, whether the image comes as a
+    multipart part (top_k "7", typed 7 by the classifier's OpenAPI document) or in JSON."""
+
+    def classify(tier: str, top_k: int, as_multipart: bool) -> Reply:
+        headers = {"authorization": token_headers(demo_stack, tier)["authorization"]}
+        if as_multipart:
+            content_type, body = multipart(
+                [("image", "a.png", "image/png", PNG), ("top_k", None, None, str(top_k).encode())]
+            )
+        else:
+            content_type = "application/json"
+            body = json.dumps({"image": base64.b64encode(PNG).decode(), "top_k": top_k}).encode()
+        headers["content-type"] = content_type
+        return edge(demo_stack, "POST", "/v1/classify", body, headers)
+
+    before = upstream_count(demo_stack, "/v1/classify")
+    for as_multipart in (True, False):
+        reply = classify("free", 7, as_multipart)
+        assert reply.status == 403, reply.body
+        assert error_code(reply) == "semantics.rule.top-k-for-pro"
+        assert classify("free", 3, as_multipart).status == 200
+        assert classify("pro", 7, as_multipart).status == 200
+    assert upstream_count(demo_stack, "/v1/classify") == before + 4
 
 
 def test_rego_caps_a_plan_by_the_token_estimate(demo_stack: Stack) -> None:

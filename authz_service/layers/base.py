@@ -65,6 +65,11 @@ class Context:
     layers read this, never ``view.body``, which is what the client sent on the wire."""
     json_body: Any = NO_JSON_BODY
     """The body parsed once by the protocol layer on JSON routes."""
+    fields: Any = NO_JSON_BODY
+    """The body as policies read it (rules' ``body/…``, Rego's ``input.parsed_body``,
+    injection pointers): the parsed JSON, or the fields of a form or multipart body as an
+    object once the syntax layer has parsed them (typed as an OpenAPI document declares
+    them); ``NO_JSON_BODY`` otherwise."""
     principal: Principal | None = None
     """Who is asking, once the identity layer has run."""
     token_estimate: TokenEstimate | None = None

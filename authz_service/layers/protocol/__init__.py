@@ -101,7 +101,7 @@ class ProtocolLayer:
             parsed = parse_json(body, settings.json)
             if isinstance(parsed, Denial):
                 return parsed
-            ctx.json_body = parsed
+            ctx.json_body = ctx.fields = parsed
         elif settings.strict_utf8 and _is_text(media_type):
             return _check_utf8(body, view.headers.get("content-type", ""))
         return None

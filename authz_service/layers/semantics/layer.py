@@ -82,7 +82,7 @@ def _ask_rego(ctx: Context, policy: RegoPolicy, name: str) -> Denial | None:
 
 
 def _detect_injection(ctx: Context, check: InjectionCheck) -> Denial | None:
-    segments = extract_segments(check.api, ctx.json_body, check.pointers, check.roles)
+    segments = extract_segments(check.api, ctx.fields, check.pointers, check.roles)
     if not segments:
         return None
     verdict = check.detector.scan(segments)

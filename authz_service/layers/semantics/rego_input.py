@@ -41,7 +41,7 @@ def rego_input(ctx: Context) -> dict[str, Any]:
         },
         "parsed_path": [segment for segment in view.path.split("/") if segment],
         "parsed_query": parse_qs(view.query, keep_blank_values=True),
-        "parsed_body": None if ctx.json_body is NO_JSON_BODY else ctx.json_body,
+        "parsed_body": None if ctx.fields is NO_JSON_BODY else ctx.fields,
         "path_params": dict(ctx.path_params),
         "route": ctx.route.name if ctx.route is not None else None,
         "principal": None

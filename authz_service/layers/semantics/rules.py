@@ -143,7 +143,7 @@ def _getter(subject: str) -> Getter:
 
 def _body_value(pointer: str) -> Getter:
     def get(ctx: Context) -> Any:
-        document = ctx.json_body
+        document = ctx.fields
         return _MISSING if document is NO_JSON_BODY else json_pointer.resolve(document, pointer)
 
     return get

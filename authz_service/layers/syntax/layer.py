@@ -72,6 +72,7 @@ def _check(ctx: Context, settings: SyntaxRoute) -> Denial | None:
     if isinstance(decoded, Denial):
         return decoded
     document, parts = decoded
+    ctx.fields = document
     if settings.openapi is not None:
         denial = _check_operation(ctx, settings, settings.openapi, media_type, document)
         if denial is not None:
@@ -116,7 +117,8 @@ def _check_operation(
     if rule.schema is None or document is NO_JSON_BODY:
         return None
     if media_type in (FORM, MULTIPART):
-        document = coerce_fields(document, rule.property_types)
+        # policies read the fields as the document declares them ("3" -> 3), as validated
+        document = ctx.fields = coerce_fields(document, rule.property_types)
     return _validate(rule.schema, document, settings.max_violations)
 
 

@@ -68,6 +68,9 @@ class SyntaxRoute:
     multipart: MultipartSettings = field(default_factory=MultipartSettings)
     image: ImageCheck | None = None
     max_violations: int = 10
+    parse_fields: bool = False
+    """The block sets ``form`` or ``multipart`` limits: such bodies are parsed within them
+    (a malformed one refused) and their fields offered to policies, even with no schema."""
 
     @property
     def active(self) -> bool:
@@ -76,6 +79,7 @@ class SyntaxRoute:
             or self.openapi is not None
             or self.image is not None
             or self.multipart.fields is not None
+            or self.parse_fields
         )
 
 
@@ -388,6 +392,7 @@ def build_route(raw: Mapping[str, Any], catalog: SyntaxCatalog) -> SyntaxRoute:
         ),
         image=_image(raw["image"]) if "image" in raw else None,
         max_violations=raw.get("max_violations", 10),
+        parse_fields="form" in raw or "multipart" in raw,
     )
 
 

@@ -7,6 +7,8 @@ import random
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from authz_service.layers.semantics.injection._regex import tokenize
 from authz_service.layers.semantics.injection.normalize import leet, normalize, spaced, views
 from authz_service.layers.semantics.injection.patterns import PatternLibrary
@@ -142,3 +144,24 @@ def test_threads_scan_with_their_own_hyperscan_scratch() -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda text: _hits(lib, text), texts))
     assert got == want
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [
+        ("ё?x", "x"),  # an optional non-ASCII letter: all of its bytes are optional
+        ("é{2}z", "ééz"),
+        ("yé?s", "ys"),
+        ("[^a]{2,3}b", "ééb"),
+        ("(?:ab|ç)+c", "ççc"),
+        (r"\w+\s", "né "),
+        ("[éa]{1,2}z", "éaz"),
+        ("(?<=never )refuse", "never refuse"),
+        (r"\bdan\b", "dan"),
+    ],
+)
+def test_loose_pieces_are_a_superset_on_edge_cases(pattern: str, text: str) -> None:
+    assert re.search(pattern, text)
+    data = text.encode()
+    for piece in loose_pieces(pattern):
+        assert re.search(piece, data, re.DOTALL), piece

@@ -121,7 +121,8 @@ def _repeat(low: int, high: int, item: Any, flags: int) -> bytes:
     if single is not None:
         expression, multibyte = single
         top = b"" if unbounded else str(high * 4 if multibyte else high).encode()
-        return expression + b"{" + str(low).encode() + b"," + top + b"}"
+        # grouped: a non-ASCII literal is several bytes, all of which repeat
+        return b"(?:" + expression + b"){" + str(low).encode() + b"," + top + b"}"
     # a group repeated at most once (deeper repetitions were cut into pieces)
     top = b"" if unbounded else str(high).encode()
     return b"(?:" + _translate(item, flags) + b"){" + str(low).encode() + b"," + top + b"}"

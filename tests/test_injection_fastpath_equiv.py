@@ -165,3 +165,9 @@ def test_loose_pieces_are_a_superset_on_edge_cases(pattern: str, text: str) -> N
     data = text.encode()
     for piece in loose_pieces(pattern):
         assert re.search(piece, data, re.DOTALL), piece
+
+
+@pytest.mark.parametrize("pattern", ["(?i)ignore", "x(?i:ignore)", r"(a)\1"])
+def test_loose_pieces_refuse_what_they_cannot_widen(pattern: str) -> None:
+    with pytest.raises(ValueError, match="injection prefilter cannot translate"):
+        loose_pieces(pattern)

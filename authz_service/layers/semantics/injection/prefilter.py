@@ -46,15 +46,18 @@ _NON_ASCII_BYTES = rb"\x80-\xff"
 def loose_pieces(pattern: str, flags: int = 0) -> list[bytes]:
     """Hyperscan expressions (bytes) that all match somewhere in any UTF-8 text in which
     ``pattern`` matches; pieces that could match the empty string are left out."""
+    parsed = _parser.parse(pattern, flags)
+    if parsed.state.flags & re.IGNORECASE:  # literals would be matched as written
+        raise ValueError(f"the injection prefilter cannot translate (?i) in {pattern[:40]!r}")
     pieces: list[list[tuple[Any, Any]]] = [[]]
-    for op, av in _parser.parse(pattern, flags):
+    for op, av in parsed:
         if _is_group_repeat(op, av):
             pieces.append([])  # the repetition itself may match anything: a cut
         else:
             pieces[-1].append((op, av))
     out = []
     for items in pieces:
-        sub = _parser.SubPattern(_parser.State(), items)
+        sub = _parser.SubPattern(parsed.state, items)
         if sub.getwidth()[0] > 0:
             out.append(_translate(sub, flags))
     return out
@@ -106,6 +109,8 @@ def _translate(sub: Any, flags: int) -> bytes:
         elif op is _constants.BRANCH:
             out.append(b"(?:" + b"|".join(_translate(alt, flags) for alt in av[1]) + b")")
         elif op is _constants.SUBPATTERN:
+            if av[1] & re.IGNORECASE:  # (?i:...)
+                raise ValueError("the injection prefilter cannot translate (?i:...) in a rule")
             out.append(b"(?:" + _translate(av[-1], flags) + b")")
         elif op in (_constants.MAX_REPEAT, _constants.MIN_REPEAT, _constants.POSSESSIVE_REPEAT):
             low, high, item = av

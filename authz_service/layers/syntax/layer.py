@@ -68,6 +68,8 @@ class SyntaxLayer:
 
 def _check(ctx: Context, settings: SyntaxRoute) -> Denial | None:
     media_type = ctx.view.content_type if ctx.body else ""
+    if settings.llm is not None and ctx.json_body is NO_JSON_BODY:
+        return _not_json(settings.llm.api, bool(ctx.body))
     decoded = _decode(ctx, settings, media_type)
     if isinstance(decoded, Denial):
         return decoded
@@ -84,6 +86,19 @@ def _check(ctx: Context, settings: SyntaxRoute) -> Denial | None:
     if settings.image is not None:
         return _check_image(ctx, settings.image, media_type, document, parts)
     return None
+
+
+def _not_json(api: str, has_body: bool) -> Denial:
+    """An LLM API takes JSON: a form with the same fields would pass its schema as strings
+    and then be counted as zero tokens."""
+    if not has_body:
+        return Denial(400, "syntax.body_required", f"the {api} API needs a JSON request body")
+    return Denial(
+        415,
+        "syntax.unsupported_media_type",
+        f"the {api} API takes a JSON request body; accepted: application/json",
+        headers={"accept": "application/json"},
+    )
 
 
 def _decode(
@@ -160,8 +175,13 @@ def _parts_document(parts: tuple[Part, ...]) -> dict[str, Any]:
 
 
 def _part_value(part: Part) -> str:
-    if part.filename is not None or not _is_text_part(part):
-        return part.filename or ""
+    """A file part's name; any other part is a text field, whatever type it declares (web
+    frameworks hand such parts to the application as text, so policies read them as text:
+    invalid UTF-8 replaced when the declared type is not a text type, refused when it is)."""
+    if part.filename is not None:
+        return part.filename
+    if not _is_text_part(part):
+        return part.data.decode("utf-8", "replace")
     try:
         return part.data.decode("utf-8")
     except UnicodeDecodeError as bad:

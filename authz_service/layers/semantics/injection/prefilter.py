@@ -86,7 +86,8 @@ def _character(op: Any, av: Any, flags: int) -> tuple[bytes, bool] | None:
 
 def _byte_class(items: list[tuple[Any, Any]], flags: int) -> tuple[bytes, bool]:
     sub = _parser.SubPattern(_parser.State(), [(_constants.IN, items)])
-    matches = cast(re.Pattern[str], _compiler.compile(sub, flags)).fullmatch
+    # re.UNICODE, as the parser sets for every str pattern: \s also matches \x1c-\x1f then
+    matches = cast(re.Pattern[str], _compiler.compile(sub, flags | re.UNICODE)).fullmatch
     ascii_bytes = b"".join(b"\\x%02x" % code for code in range(128) if matches(chr(code)))
     only_ascii = all(
         (op is _constants.LITERAL and av < 128) or (op is _constants.RANGE and av[1] < 128)
@@ -162,20 +163,30 @@ class RulePrefilter:
                 ids.append(index)
                 kinds.append(hyperscan.HS_FLAG_COMBINATION | hyperscan.HS_FLAG_SINGLEMATCH)
         self._always = frozenset(always)
-        self._database = hyperscan.Database()
-        self._database.compile(
-            expressions=expressions, ids=ids, elements=len(expressions), flags=kinds
-        )
+        self._every = frozenset(range(len(patterns)))
+        self._database: Any = None
+        if expressions:
+            self._database = hyperscan.Database()
+            self._database.compile(
+                expressions=expressions, ids=ids, elements=len(expressions), flags=kinds
+            )
         self._scratch = threading.local()
 
     def candidates(self, text: str) -> set[int]:
         found = set(self._always)
-        self._database.scan(
-            text.encode("utf-8", "surrogatepass"),
-            match_event_handler=_collect,
-            context=found,
-            scratch=self._thread_scratch(),
-        )
+        if self._database is None:
+            return found
+        try:
+            self._database.scan(
+                text.encode("utf-8", "surrogatepass"),
+                match_event_handler=_collect,
+                context=found,
+                scratch=self._thread_scratch(),
+            )
+        except hyperscan.ScanTerminated:
+            # The binding stops a database of a single combination this way (never the shipped
+            # rule set): no filtering, rather than a guess.
+            return set(self._every)
         return found
 
     def _thread_scratch(self) -> Any:

@@ -49,15 +49,17 @@ def build_layers(
     nothing. ``quota``: the process's quota store (default: a new embedded one);
     ``feedback``: where Envoy's access-log stream reports (default: nowhere)."""
     layers: list[Layer] = [ProtocolLayer(policy.unmatched)]
+    # one estimator: a Rego policy and the cost layer see the same count, made once
+    estimator = TokenEstimator(policy.cost)
     if policy.identity is not None:
         layers.append(IdentityLayer(policy.identity))
     if any(route.syntax.active for route in policy.routes):
         layers.append(SyntaxLayer())
     if any(route.semantics.active for route in policy.routes):
-        layers.append(SemanticsLayer(TokenEstimator(policy.cost)))
+        layers.append(SemanticsLayer(estimator))
     if policy.cost is not None and any(route.cost.active for route in policy.routes):
         backend = quota if quota is not None else QuotaBackend()
-        layers.append(CostLayer(policy.cost, backend, feedback))
+        layers.append(CostLayer(policy.cost, backend, estimator, feedback))
     if policy.routing is not None and any(route.routing.active for route in policy.routes):
         hub = feedback if feedback is not None else FeedbackHub()
         layers.append(RoutingLayer(policy.routing, hub))

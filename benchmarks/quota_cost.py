@@ -21,6 +21,7 @@ from authz_service.envoy_codec import request_view
 from authz_service.layers.base import Context
 from authz_service.layers.cost import CostLayer
 from authz_service.layers.cost.backend import QuotaBackend, open_backend
+from authz_service.layers.cost.estimator import TokenEstimator
 from authz_service.layers.identity import Principal
 from authz_service.policy import load_policy
 from authz_service.policy.loader import route_table
@@ -59,7 +60,7 @@ async def measure(backend: QuotaBackend, policy_file: Path) -> float:
     policy = load_policy(policy_file)
     route = route_table(policy).resolve("", "POST", "/v1/chat/completions").route
     assert route is not None and policy.cost is not None
-    layer = CostLayer(policy.cost, backend)
+    layer = CostLayer(policy.cost, backend, TokenEstimator(policy.cost))
     await layer.start()
     body = chat_body()
     view = request_view(check_request("/v1/chat/completions", "application/json", body))

@@ -15,10 +15,8 @@ from urllib.parse import urlencode
 import pytest
 
 from authz_service.decision import Decision
-from authz_service.envoy_codec import request_view
-from authz_service.pipeline import Pipeline
 from authz_service.policy import load_policy
-from tests.helpers import TIER_KEYS, api_key_identity, check_request, write_policy
+from tests.helpers import TIER_KEYS, api_key_identity, check_request, decide, write_policy
 from tests.payloads import multipart
 
 FREE, PRO, TRIAL = TIER_KEYS["free"], TIER_KEYS["pro"], TIER_KEYS["trial"]
@@ -83,7 +81,7 @@ def ask(policy: Path, path: str, body: Any, key: str) -> Decision:
         headers={"content-type": "application/json", "x-api-key": key},
         body=json.dumps(body).encode(),
     )
-    return asyncio.run(Pipeline(load_policy(policy)).decide(request_view(request)))
+    return asyncio.run(decide(policy, request))
 
 
 def chat(content: str) -> dict[str, Any]:
@@ -197,7 +195,7 @@ def test_the_rego_input_looks_like_opa_envoys(tmp_path: Path) -> None:
         },
         body=b'{"model": "m"}',
     )
-    decision = asyncio.run(Pipeline(load_policy(policy)).decide(request_view(request)))
+    decision = asyncio.run(decide(policy, request))
     assert decision.allowed, decision.message
     seen = {name: value for name, value in decision.headers.items() if name.startswith("x-seen")}
     assert seen == {
@@ -329,10 +327,11 @@ def test_rules_rego_and_injection_pointers_read_form_fields(tmp_path: Path) -> N
             headers={"content-type": "application/x-www-form-urlencoded", "x-api-key": FREE},
             body=form if isinstance(form, bytes) else urlencode(form).encode(),
         )
-        return asyncio.run(Pipeline(load_policy(policy)).decide(request_view(request)))
+        return asyncio.run(decide(policy, request))
 
     # a syntax block with only form limits parses forms within them (no schema needed)
-    assert (post(b"plan=%zz").status, post(b"plan=%zz").reason) == (400, "syntax.form_malformed")
+    malformed = post(b"plan=%zz")
+    assert (malformed.status, malformed.reason) == (400, "syntax.form_malformed")
 
     assert post({"plan": "basic", "comment": "Works well, thanks."}).allowed
     assert post({"plan": "gold", "comment": "x"}).reason == "semantics.rego"
@@ -364,7 +363,7 @@ def test_a_multipart_field_is_text_for_policies_whatever_type_it_declares(
     request = check_request(
         "POST", "/upload", headers={"content-type": content_type, "x-api-key": FREE}, body=body
     )
-    decision = asyncio.run(Pipeline(load_policy(policy)).decide(request_view(request)))
+    decision = asyncio.run(decide(policy, request))
     if part_type is None or part_type.startswith("text/"):
         assert decision.reason == "syntax.multipart_invalid_utf8"  # declared text: strict
     else:
@@ -380,7 +379,7 @@ def test_an_llm_route_takes_json_only(budget_policy: Path) -> None:
         headers={"content-type": "application/x-www-form-urlencoded", "x-api-key": FREE},
         body=b"model=gpt-4o-mini&messages=x",
     )
-    decision = asyncio.run(Pipeline(load_policy(budget_policy)).decide(request_view(form)))
+    decision = asyncio.run(decide(budget_policy, form))
     assert (decision.status, decision.reason, decision.layer) == (
         415,
         "syntax.unsupported_media_type",
@@ -388,5 +387,5 @@ def test_an_llm_route_takes_json_only(budget_policy: Path) -> None:
     )
     assert decision.headers["accept"] == "application/json"
     empty = check_request("POST", "/v1/chat/completions", headers={"x-api-key": FREE})
-    decision = asyncio.run(Pipeline(load_policy(budget_policy)).decide(request_view(empty)))
+    decision = asyncio.run(decide(budget_policy, empty))
     assert (decision.status, decision.reason) == (400, "syntax.body_required")

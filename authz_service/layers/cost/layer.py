@@ -39,7 +39,11 @@ class CostLayer:
     name: LayerName = "cost"
 
     def __init__(
-        self, section: CostSection, backend: QuotaBackend, feedback: FeedbackHub | None = None
+        self,
+        section: CostSection,
+        backend: QuotaBackend,
+        estimate: TokenEstimator,
+        feedback: FeedbackHub | None = None,
     ) -> None:
         self._section = section
         self._feedback = feedback
@@ -53,7 +57,7 @@ class CostLayer:
         self._breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
         self._fallback = backend.fallback
         self._prober: asyncio.Task[None] | None = None
-        self._estimate = TokenEstimator(section)
+        self._estimate = estimate  # shared with the semantic layer: one count per request
 
     # ---- lifecycle: a background probe notices a store that came back -------------------
 

@@ -622,7 +622,8 @@ class PatternLibrary:
     def __init__(self, rules: tuple[Rule, ...] = RULES, *, prefilter: bool = True) -> None:
         self.rules = rules
         self._compiled = {r.id: re.compile(r.pattern, re.MULTILINE) for r in rules}
-        self._ids = tuple(r.id for r in rules)
+        self._ids = tuple(r.id for r in rules)  # by index: the prefilter's answers
+        self._all_ids = frozenset(self._ids)
         self._prefilter = (
             RulePrefilter([r.pattern for r in rules], re.MULTILINE) if prefilter else None
         )
@@ -740,7 +741,7 @@ class PatternLibrary:
     def _candidates(self, text: str, skip: set[str] | None) -> set[str]:
         """Ids of the rules that may match ``text`` and are not in ``skip``."""
         if self._prefilter is None:
-            found = set(self._ids)
+            found = set(self._all_ids)
         else:
             ids = self._ids
             found = {ids[index] for index in self._prefilter.candidates(text)}
@@ -763,7 +764,7 @@ class PatternLibrary:
             return []
         if tokens is None:
             tokens = tokenize(text)
-        done = set(self._ids).difference(candidates)  # rules that cannot (or need not) hit
+        done = set(self._all_ids - candidates)  # rules that cannot (or need not) hit
         hits: list[PatternHit] = []
         if squashed:
             self._find_squashed(text, tokens, done, hits)

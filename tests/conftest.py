@@ -12,7 +12,7 @@ from tests.redis_cluster import redis_cluster, standalone_redis
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The machine's Redis on 6379, else a private redis-server."""
+    """A private redis-server for the session, empty at the start."""
     with standalone_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
 
@@ -27,7 +27,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def demo_stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
     """The demo stack of `make run` (Envoy, service, mock upstreams) on free ports, its
-    quotas kept in the machine's Redis (tests use their own subjects: counters never mix).
+    quotas kept in the session's Redis (tests use their own subjects: counters never mix).
 
     The service records every CheckRequest Envoy sends, so tests can replay them."""
     run_dir: Path = tmp_path_factory.mktemp("stack")

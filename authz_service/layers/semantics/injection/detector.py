@@ -92,21 +92,30 @@ class InjectionDetector:
 
     def analyze(self, text: str, pointer: str = "", offset: int = 0) -> Analysis:
         """Pattern findings over all views, the normalized text, and the rule ids that fired."""
-        vs = views(text)
+        lib = self._lib
+        # one Hyperscan pass per view text answers both which evasion steps can find
+        # anything (for building the views) and which rules can match (for scanning them)
+        triaged: dict[str, set[str]] = {}
+
+        def hints(view_text: str) -> frozenset[str]:
+            candidates, found = lib.triage(view_text)
+            triaged[view_text] = candidates
+            return found
+
+        vs = views(text, hints=hints)
         main = vs[1] if len(vs) > 1 and vs[1].name == "normalized" else vs[0]
         norm = main.text
         if main.tokens is None:
             main.tokens = tokenize(norm)
         rules: set[str] = set()
         findings: list[Finding] = []
-        lib = self._lib
         scanned: set[tuple[str, bool]] = set()
         for v in vs:
             key = (v.text, v.squashed)
             if key in scanned:  # same text as a view already scanned: same hits
                 continue
             scanned.add(key)
-            hits = lib.find(v.text, v.tokens, v.squashed, rules)
+            hits = lib.find(v.text, v.tokens, v.squashed, rules, triaged.get(v.text))
             for hit in hits:
                 rule = hit.rule
                 if rule.id in rules:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from authz_service.layers.semantics.injection._regex import TOKEN, tokenize
+from authz_service.layers.semantics.injection.normalize import HINTS
 from authz_service.layers.semantics.injection.prefilter import RulePrefilter
 
 __all__ = ["RULES", "PatternHit", "PatternLibrary", "Rule"]
@@ -617,15 +618,30 @@ class PatternLibrary:
     triggers (``<|``, ``[inst]``), found by one combined regex. Squashed text (spaced view)
     looks for trigger words inside tokens instead. ``prefilter=False`` gives the same hits
     without the first pass (tests compare the two).
+
+    The same pass reports which ``hints`` (regexes; by default the normalizer's
+    :data:`~.normalize.HINTS`) occur in the text: ``triage`` answers both questions.
     """
 
-    def __init__(self, rules: tuple[Rule, ...] = RULES, *, prefilter: bool = True) -> None:
+    def __init__(
+        self,
+        rules: tuple[Rule, ...] = RULES,
+        *,
+        prefilter: bool = True,
+        hints: Mapping[str, str] = HINTS,
+    ) -> None:
         self.rules = rules
         self._compiled = {r.id: re.compile(r.pattern, re.MULTILINE) for r in rules}
         self._ids = tuple(r.id for r in rules)  # by index: the prefilter's answers
         self._all_ids = frozenset(self._ids)
+        # the hints ride along in the same pass, as expressions numbered after the rules
+        self._hint_names = {len(rules) + i: name for i, name in enumerate(hints)}
+        self._hint_indexes = frozenset(self._hint_names)
+        self._all_hints = frozenset(hints)
         self._prefilter = (
-            RulePrefilter([r.pattern for r in rules], re.MULTILINE) if prefilter else None
+            RulePrefilter([r.pattern for r in rules] + list(hints.values()), re.MULTILINE)
+            if prefilter
+            else None
         )
         self.by_word: dict[str, list[Rule]] = {}
         self.by_literal: dict[str, list[Rule]] = {}
@@ -738,14 +754,17 @@ class PatternLibrary:
             pos = find(anchor, pos + 1)
         return positions
 
-    def _candidates(self, text: str, skip: set[str] | None) -> set[str]:
-        """Ids of the rules that may match ``text`` and are not in ``skip``."""
+    def triage(self, text: str) -> tuple[set[str], frozenset[str]]:
+        """(ids of the rules that may match ``text``, names of the hints that occur in it)."""
         if self._prefilter is None:
-            found = set(self._all_ids)
-        else:
-            ids = self._ids
-            found = {ids[index] for index in self._prefilter.candidates(text)}
-        return found - skip if skip else found
+            return set(self._all_ids), self._all_hints
+        found = self._prefilter.candidates(text)
+        hints = self._hint_indexes.intersection(found)
+        ids = self._ids
+        if not hints:
+            return {ids[index] for index in found}, frozenset()
+        found -= hints
+        return {ids[index] for index in found}, frozenset(map(self._hint_names.__getitem__, hints))
 
     def find(
         self,
@@ -753,13 +772,18 @@ class PatternLibrary:
         tokens: list[str] | None = None,
         squashed: bool = False,
         skip: set[str] | None = None,
+        candidates: set[str] | None = None,
     ) -> list[PatternHit]:
         """First hit of each rule in ``text`` (``tokens``: the text's tokens, if known).
 
         ``squashed``: the text has words glued together (spaced view); triggers are then also
         looked for inside tokens. ``skip``: ids of rules not to try (already fired elsewhere).
+        ``candidates``: ``triage(text)[0]``, if already known.
         """
-        candidates = self._candidates(text, skip)
+        if candidates is None:
+            candidates = self.triage(text)[0]
+        if skip:
+            candidates = candidates - skip
         if not candidates:
             return []
         if tokens is None:

@@ -10,9 +10,10 @@ rule is translated into a looser byte-level expression that matches wherever the
 (a superset; the rule's own ``re`` pattern then decides, exactly as without the prefilter):
 
 - the rule's regex is parsed with Python's own parser (``re._parser``); every character
-  class becomes a byte class of the ASCII characters it matches (asked of Python's engine)
-  plus every non-ASCII byte, repeated 1-4 times, when it can match non-ASCII characters
-  (a character is 1-4 bytes of UTF-8);
+  class becomes an expression for one whole UTF-8 character: the ASCII characters it matches
+  (asked of Python's engine), and its non-ASCII ones exactly when it lists them (``[äöü]``,
+  the zero-width characters), else any non-ASCII character (``\\w``); a long run of such a
+  class (more than eight) becomes a run of bytes, which keeps the database small;
 - look-arounds, ``\\b`` and anchors are dropped (fewer conditions, more matches);
 - the rule is cut at each repetition of a group (``(?:\\w+\\W+){0,5}``): each piece must
   occur somewhere in the text (a logical AND of the pieces, Hyperscan's combination
@@ -39,8 +40,17 @@ _parser: Any = importlib.import_module("re._parser")
 _constants: Any = importlib.import_module("re._constants")
 _compiler: Any = importlib.import_module("re._compiler")
 
+# One character of UTF-8 (lone surrogates, encoded with "surrogatepass", included): an ASCII
+# byte, or a lead byte and its continuation bytes. A continuation byte never starts one, so
+# these groups consume whole characters.
+_ANY_NON_ASCII = rb"[\xc2-\xf4][\x80-\xbf]{1,3}"
+_ANY_CHARACTER = rb"(?:[\x00-\x7f]|" + _ANY_NON_ASCII + rb")"
+# A class with at most this many non-ASCII code points, all listed (no \w or negation), is
+# matched exactly; a larger one as "any non-ASCII character".
+_MAX_LISTED = 8192
 _ANY_BYTE = rb"[\x00-\xff]"
 _NON_ASCII_BYTES = rb"\x80-\xff"
+_MAX_EXACT_REPEAT = 8
 
 
 def loose_pieces(pattern: str, flags: int = 0) -> list[bytes]:
@@ -71,31 +81,85 @@ def _is_group_repeat(op: Any, av: Any) -> bool:
     return not single and (high == _constants.MAXREPEAT or high > 1)
 
 
-def _character(op: Any, av: Any, flags: int) -> tuple[bytes, bool] | None:
-    """(expression for one character, whether it may be several bytes), or None when
-    ``op`` is not a single-character item."""
+def _character(op: Any, av: Any, flags: int) -> tuple[bytes, bytes | None] | None:
+    """(an expression matching one whole character wherever ``op`` matches one, a byte class
+    matching each of the bytes of such characters or None if they are all ASCII), or None
+    when ``op`` is not a single-character item."""
     if op is _constants.LITERAL:
-        encoded = chr(av).encode("utf-8", "surrogatepass")
-        return b"".join(b"\\x%02x" % byte for byte in encoded), False
-    if op in (_constants.ANY, _constants.NOT_LITERAL):
-        return _ANY_BYTE, True
+        raw = chr(av).encode("utf-8", "surrogatepass")
+        return _hex(raw), (b"[" + _hex(raw) + b"]" if len(raw) > 1 else None)
+    if op is _constants.ANY:
+        return _ANY_CHARACTER, _ANY_BYTE
+    if op is _constants.NOT_LITERAL:
+        return _byte_class([(_constants.NEGATE, None), (_constants.LITERAL, av)], flags)
     if op is _constants.IN:
         return _byte_class(av, flags)
     return None
 
 
-def _byte_class(items: list[tuple[Any, Any]], flags: int) -> tuple[bytes, bool]:
+def _hex(raw: bytes) -> bytes:
+    return b"".join(b"\\x%02x" % byte for byte in raw)
+
+
+def _byte_class(items: list[tuple[Any, Any]], flags: int) -> tuple[bytes, bytes | None]:
     sub = _parser.SubPattern(_parser.State(), [(_constants.IN, items)])
     # re.UNICODE, as the parser sets for every str pattern: \s also matches \x1c-\x1f then
     matches = cast(re.Pattern[str], _compiler.compile(sub, flags | re.UNICODE)).fullmatch
     ascii_bytes = b"".join(b"\\x%02x" % code for code in range(128) if matches(chr(code)))
-    only_ascii = all(
-        (op is _constants.LITERAL and av < 128) or (op is _constants.RANGE and av[1] < 128)
-        for op, av in items
+    listed = _listed_non_ascii(items)
+    if listed is None:
+        non_ascii = _ANY_NON_ASCII
+    elif not listed:
+        return b"[" + ascii_bytes + b"]", None
+    else:
+        non_ascii = _utf8_alternatives(listed)
+    loose = b"[" + ascii_bytes + _NON_ASCII_BYTES + b"]"
+    if not ascii_bytes:
+        return b"(?:" + non_ascii + b")", loose
+    return b"(?:[" + ascii_bytes + b"]|" + non_ascii + b")", loose
+
+
+def _listed_non_ascii(items: list[tuple[Any, Any]]) -> list[int] | None:
+    """The non-ASCII code points of a class of literals and ranges; None for any other class
+    (negated, categories such as ``\\w``) or one listing more than ``_MAX_LISTED``."""
+    codes: list[int] = []
+    for op, av in items:
+        if op is _constants.LITERAL:
+            low, high = av, av
+        elif op is _constants.RANGE:
+            low, high = av
+        else:
+            return None
+        codes.extend(range(max(low, 128), high + 1))
+        if len(codes) > _MAX_LISTED:
+            return None
+    return codes
+
+
+def _utf8_alternatives(codes: list[int]) -> bytes:
+    """An alternation matching exactly the UTF-8 encodings of ``codes`` (non-ASCII), grouped
+    by all but their last byte: ``\\xe2\\x80[\\x8b-\\x8f]``."""
+    last_bytes: dict[bytes, set[int]] = {}
+    for code in codes:
+        raw = chr(code).encode("utf-8", "surrogatepass")
+        last_bytes.setdefault(raw[:-1], set()).add(raw[-1])
+    return b"|".join(
+        _hex(prefix) + _byte_ranges(ends) for prefix, ends in sorted(last_bytes.items())
     )
-    if only_ascii:
-        return b"[" + ascii_bytes + b"]", False
-    return b"[" + ascii_bytes + _NON_ASCII_BYTES + b"]", True
+
+
+def _byte_ranges(values: set[int]) -> bytes:
+    """A byte class of ``values`` written as ranges: ``[\\x80-\\xbf]``."""
+    out: list[bytes] = []
+    ordered = sorted(values)
+    start = prev = ordered[0]
+    for value in [*ordered[1:], -1]:
+        if value == prev + 1:
+            prev = value
+            continue
+        out.append(b"\\x%02x" % start + (b"-\\x%02x" % prev if prev > start else b""))
+        start = prev = value
+    return b"[" + b"".join(out) + b"]"
 
 
 def _translate(sub: Any, flags: int) -> bytes:
@@ -103,8 +167,7 @@ def _translate(sub: Any, flags: int) -> bytes:
     for op, av in sub:
         single = _character(op, av, flags)
         if single is not None:
-            expression, multibyte = single
-            out.append(expression + (b"{1,4}" if multibyte else b""))
+            out.append(single[0])
         elif op in (_constants.AT, _constants.ASSERT, _constants.ASSERT_NOT):
             continue  # a condition dropped: only more matches
         elif op is _constants.BRANCH:
@@ -124,14 +187,13 @@ def _translate(sub: Any, flags: int) -> bytes:
 def _repeat(low: int, high: int, item: Any, flags: int) -> bytes:
     unbounded = high == _constants.MAXREPEAT
     single = _character(item[0][0], item[0][1], flags) if len(item) == 1 else None
-    if single is not None:
-        expression, multibyte = single
-        top = b"" if unbounded else str(high * 4 if multibyte else high).encode()
-        # grouped: a non-ASCII literal is several bytes, all of which repeat
-        return b"(?:" + expression + b"){" + str(low).encode() + b"," + top + b"}"
-    # a group repeated at most once (deeper repetitions were cut into pieces)
-    top = b"" if unbounded else str(high).encode()
-    return b"(?:" + _translate(item, flags) + b"){" + str(low).encode() + b"," + top + b"}"
+    if single is not None and single[1] is not None and (unbounded or high > _MAX_EXACT_REPEAT):
+        # long runs of whole multi-byte characters make databases too large: a run of bytes
+        top = b"" if unbounded else b"%d" % (high * 4)
+        return single[1] + b"{%d," % low + top + b"}"
+    # a character, or a group repeated at most once (deeper repetitions were cut)
+    top = b"" if unbounded else b"%d" % high
+    return b"(?:" + _translate(item, flags) + b"){%d," % low + top + b"}"
 
 
 class RulePrefilter:

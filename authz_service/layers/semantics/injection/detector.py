@@ -204,8 +204,8 @@ class InjectionDetector:
 
 
 def _with(f: Finding, score: float, pointer: str) -> Finding:
-    """``dataclasses.replace(f, score=score, pointer=pointer)``, without its per-call field
-    introspection (this runs for every finding of every scanned segment)."""
+    """``f._replace(score=score, pointer=pointer)``, without its per-call keyword handling
+    (this runs for every finding of every scanned segment)."""
     return Finding(f.detector, f.rule, f.category, score, pointer, f.start, f.end, f.via)
 
 

@@ -1,14 +1,16 @@
-"""Value types of the prompt-injection detector (re-exported by the package)."""
+"""Value types of the prompt-injection detector (re-exported by the package).
+
+Named tuples rather than frozen dataclasses: as immutable and typed, and built ~3x faster
+(no per-field ``object.__setattr__``), which counts at several per scanned text."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["Finding", "TextSegment", "Verdict"]
 
 
-@dataclass(frozen=True, slots=True)
-class TextSegment:
+class TextSegment(NamedTuple):
     """One piece of text the model will read, and where it sits in the request body."""
 
     pointer: str  # JSON pointer in the body, e.g. "/messages/1/content" ("" = the whole body)
@@ -16,8 +18,7 @@ class TextSegment:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     """One detector hit. Never carries the prompt text: only its position."""
 
     detector: str  # "patterns" | "classifier"
@@ -31,8 +32,7 @@ class Finding:
     via: str  # the normalization view that matched ("text", "normalized", "base64", ...)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The result of a scan: the highest score and up to five findings, highest first."""
 
     score: float

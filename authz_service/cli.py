@@ -168,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["patterns", "classifier"],
         help="repeatable (default: both)",
     )
+    detector.add_argument(
+        "--passes",
+        type=_positive_int,
+        default=None,
+        help="timed passes over the data; CPU time is their median (default: 5)",
+    )
     return parser
 
 
@@ -207,13 +213,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return number
+
+
 def _eval_detector(args: argparse.Namespace) -> int:
     # Imported here: loading the detector's model is for this command, not every command.
-    from authz_service.layers.semantics.injection.evaluate import DEFAULT_THRESHOLD, run_eval
+    from authz_service.layers.semantics.injection.evaluate import (
+        DEFAULT_PASSES,
+        DEFAULT_THRESHOLD,
+        run_eval,
+    )
 
     detectors = frozenset(args.detector or ("patterns", "classifier"))
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    return run_eval(args.data, threshold, detectors)
+    return run_eval(args.data, threshold, detectors, args.passes or DEFAULT_PASSES)
 
 
 def _quota(args: argparse.Namespace) -> int:

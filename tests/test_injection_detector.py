@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import codecs
 import io
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import pytest
 
+from authz_service.cli import main as cli_main
 from authz_service.layers.semantics.injection import (
     Finding,
     InjectionDetector,
@@ -267,6 +269,16 @@ def test_evaluate_small_and_textless(det: InjectionDetector) -> None:
     assert (rep.tp, rep.tn) == (1, 1)
     out = format_report(rep)
     assert "ignore previous" not in out and "France" not in out
+    assert "one pass" in out
+
+
+def test_evaluate_times_several_passes_and_reports_their_median(det: InjectionDetector) -> None:
+    rows = [{"text": f"Summarize chapter {i} of the book, please.", "label": 0} for i in range(50)]
+    rep = evaluate(det, rows, DEFAULT_THRESHOLD, passes=3)
+    assert len(rep.cpu_passes) == 3 and all(p > 0 for p in rep.cpu_passes)
+    assert rep.cpu_us_per_kb == sorted(rep.cpu_passes)[1]
+    assert (rep.n, rep.tn) == (50, 50)  # the scores come from one pass
+    assert "median of 3 passes" in format_report(rep)
 
 
 @pytest.mark.skipif(not DEV_SET.exists(), reason="dev set not available")
@@ -285,3 +297,15 @@ def test_dev_set_floors(det: InjectionDetector) -> None:
     with redirect_stdout(buf):
         assert run_eval(DEV_SET) == 0
     assert "recall" in buf.getvalue()
+
+
+def test_eval_command_takes_passes_and_refuses_zero(tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "What is the capital of France?", "label": 0}\n')
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert cli_main(["eval-detector", "--data", str(data), "--passes", "2"]) == 0
+    assert "median of 2 passes" in buf.getvalue()
+    with pytest.raises(SystemExit) as exc, redirect_stderr(io.StringIO()) as err:
+        cli_main(["eval-detector", "--data", str(data), "--passes", "0"])
+    assert exc.value.code == 2 and "--passes: must be at least 1" in err.getvalue()

@@ -184,6 +184,10 @@ class InjectionDetector:
         top = tuple(findings[:MAX_FINDINGS])
         return Verdict(top[0].score if top else 0.0, top)
 
+    def forget(self) -> None:
+        """Empty the cache of scanned texts (for measuring the scans themselves)."""
+        self._seen.clear()
+
     def _remembered(self, text: str) -> tuple[Finding, ...]:
         """The findings of one segment's text (pointer left empty), scanned once."""
         key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -1,12 +1,15 @@
 """Measure the detector on a labelled JSONL (``{"text", "label": 0|1, "lang"}``).
 
 Reports precision, recall, false-positive rate, CPU time per KB of prompt (``time.process_time``
-around ``scan`` only), recall/FPR per language and the threshold. Misses and false alarms are
+around ``scan`` only; the median of several passes, each with the detector's cache emptied,
+because a shared virtual machine can slow one pass by half), recall/FPR per language and the
+threshold. Misses and false alarms are
 reported as row indexes only — never texts.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,11 +21,19 @@ import orjson
 from authz_service.layers.semantics.injection.detector import InjectionDetector
 from authz_service.layers.semantics.injection.types import TextSegment
 
-__all__ = ["DEFAULT_THRESHOLD", "EvalReport", "evaluate", "format_report", "run_eval"]
+__all__ = [
+    "DEFAULT_PASSES",
+    "DEFAULT_THRESHOLD",
+    "EvalReport",
+    "evaluate",
+    "format_report",
+    "run_eval",
+]
 
 # The score at or above which the policy default denies (chosen by cross-validation in
 # scripts/train_injection_model.py; see the numbers it prints).
 DEFAULT_THRESHOLD: float = 0.64
+DEFAULT_PASSES = 5
 _MAX_IDS = 50
 
 
@@ -38,8 +49,9 @@ class EvalReport:
     precision: float
     recall: float
     fpr: float
-    cpu_us_per_kb: float
+    cpu_us_per_kb: float  # the median of the passes
     total_kb: float
+    cpu_passes: tuple[float, ...] = ()  # µs per KB, one per pass
     # lang -> (n_pos, recall, n_neg, fpr)
     per_lang: dict[str, tuple[int, float, int, float]] = field(default_factory=dict)
     # category of the top finding -> number of true positives it decided
@@ -53,8 +65,12 @@ def _ratio(a: int, b: int) -> float:
 
 
 def evaluate(
-    detector: InjectionDetector, rows: Iterable[Mapping[str, Any]], threshold: float
+    detector: InjectionDetector,
+    rows: Iterable[Mapping[str, Any]],
+    threshold: float,
+    passes: int = 1,
 ) -> EvalReport:
+    """Scores from the first pass over ``rows``; CPU time from ``passes`` passes."""
     tp = fp = tn = fn = 0
     cpu = 0.0
     nbytes = 0
@@ -62,6 +78,7 @@ def evaluate(
     cats: dict[str, int] = {}
     missed: list[int] = []
     alarms: list[int] = []
+    segments: list[list[TextSegment]] = []
     for i, row in enumerate(rows):
         text = row.get("text")
         label = row.get("label")
@@ -69,6 +86,7 @@ def evaluate(
             continue
         lang = str(row.get("lang") or "?")
         seg = [TextSegment("", "user", text)]
+        segments.append(seg)
         t0 = time.process_time()
         verdict = detector.scan(seg)
         cpu += time.process_time() - t0
@@ -96,6 +114,14 @@ def evaluate(
             else:
                 tn += 1
     kb = nbytes / 1024
+    cpu_passes = [cpu]
+    for _ in range(passes - 1):
+        detector.forget()
+        t0 = time.process_time()
+        for seg in segments:
+            detector.scan(seg)
+        cpu_passes.append(time.process_time() - t0)
+    per_kb = tuple(c * 1e6 / kb if kb else 0.0 for c in cpu_passes)
     return EvalReport(
         threshold=threshold,
         detectors=tuple(sorted(detector.detectors)),
@@ -107,8 +133,9 @@ def evaluate(
         precision=_ratio(tp, tp + fp),
         recall=_ratio(tp, tp + fn),
         fpr=_ratio(fp, fp + tn),
-        cpu_us_per_kb=(cpu * 1e6 / kb) if kb else 0.0,
+        cpu_us_per_kb=statistics.median(per_kb),
         total_kb=kb,
+        cpu_passes=per_kb,
         per_lang={
             k: (v[0], _ratio(v[1], v[0]), v[2], _ratio(v[3], v[2]))
             for k, v in sorted(langs.items(), key=lambda kv: (-(kv[1][0] + kv[1][2]), kv[0]))
@@ -125,7 +152,9 @@ def format_report(report: EvalReport) -> str:
         f"detectors: {', '.join(r.detectors)}   threshold: {r.threshold:.2f}   rows: {r.n}",
         f"precision {r.precision:.3f}   recall {r.recall:.3f}   false-positive rate {r.fpr:.3f}",
         f"tp {r.tp}  fp {r.fp}  tn {r.tn}  fn {r.fn}",
-        f"CPU {r.cpu_us_per_kb:.1f} us per KB of prompt ({r.total_kb:.0f} KB scanned)",
+        f"CPU {r.cpu_us_per_kb:.1f} us per KB of prompt ({r.total_kb:.0f} KB scanned; "
+        + _passes(r.cpu_passes)
+        + ")",
         "targets: recall >= 0.90 at FPR <= 0.03, <= 200 us/KB: "
         + ("met" if r.recall >= 0.9 and r.fpr <= 0.03 and r.cpu_us_per_kb <= 200 else "NOT met"),
         "per language (n_pos recall | n_neg fpr):",
@@ -140,6 +169,12 @@ def format_report(report: EvalReport) -> str:
     if r.false_alarms:
         lines.append("false-alarm row indexes (first 50): " + " ".join(map(str, r.false_alarms)))
     return "\n".join(lines)
+
+
+def _passes(per_kb: tuple[float, ...]) -> str:
+    if len(per_kb) < 2:
+        return "one pass"
+    return f"median of {len(per_kb)} passes, {min(per_kb):.0f}-{max(per_kb):.0f}"
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
@@ -157,8 +192,9 @@ def run_eval(
     data: Path,
     threshold: float = DEFAULT_THRESHOLD,
     detectors: frozenset[str] = frozenset({"patterns", "classifier"}),
+    passes: int = DEFAULT_PASSES,
 ) -> int:
     """Print the report for ``data``; returns 0 (targets are reported, not enforced)."""
     detector = InjectionDetector(detectors)
-    print(format_report(evaluate(detector, load_rows(data), threshold)))
+    print(format_report(evaluate(detector, load_rows(data), threshold, passes)))
     return 0

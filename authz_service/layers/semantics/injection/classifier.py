@@ -98,11 +98,10 @@ class Model:
         s = sum(map(get, toks, zero))
         s = sum(map(get, itertools.pairwise(toks), zero), s)
         n = 2 * len(toks) - 1 if toks else 0
-        if not norm.isascii():
-            cjk = self._cjk.get
-            for run in _CJK.findall(norm):
-                s = sum(map(cjk, map(str.__add__, run, run[1:]), zero), s)
-                n += len(run) - 1
+        cjk = self._cjk.get
+        for run in rx.cjk_runs(norm):
+            s = sum(map(cjk, map(str.__add__, run, run[1:]), zero), s)
+            n += len(run) - 1
         z = self.bias + (s / math.sqrt(n) if n else 0.0)
         extra = sum(map(self._rules.get, sorted(set(rules)), zero))
         return z + (extra + self._lengths[min(14, int(math.log2(len(norm) + 1)))])

@@ -27,8 +27,9 @@ import base64
 import binascii
 import html
 import re
+import string
 import unicodedata
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import filterfalse
 from urllib.parse import unquote_plus
 
@@ -130,7 +131,7 @@ _MARKUP = re.compile(
     r"[<*_~`-](?:(?<=<)(?:!--|!\s*--|/?([a-z][a-z0-9:_-]{0,30})(?:\s[^<>]{0,256})?/?>)"
     r"|(?<=-)->|(?<=\*)\*{0,2}|(?<=_)_{0,2}|(?<=~)~|(?<=`)`*)"
 )
-_MARKUP_HINT = re.compile(r"[<*_~`]")
+_MARKUP_CHARS = "<*_~`"
 
 _SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][^\w\n]{1,3}){3,}[^\W\d_](?![^\W\d_])")
 _NON_LETTER = re.compile(r"[\W\d_]+")
@@ -171,8 +172,15 @@ _ROT13 = bytes.maketrans(
 )
 
 
-_B64 = re.compile(r"[A-Za-z0-9+/_-](?<![A-Za-z0-9+/_-].)[A-Za-z0-9+/_-]{15,}={0,2}")
-_HEX_RUN = re.compile(r"[0-9a-fA-F]{16}")
+# Base64 runs (``[A-Za-z0-9+/_-]{16,}={0,2}``) and hex runs (``[0-9a-fA-F]{16}``) are found in
+# a byte mask of the text (the class's bytes -> "a", every other byte -> " ") with
+# ``bytes.find``: ~5x faster than a character-class regex, which tries every word's every
+# character.
+_B64_CHARS = string.ascii_letters + string.digits + "+/_-"
+_B64_MASK = bytes(0x61 if chr(b) in _B64_CHARS else 0x20 for b in range(256))
+_HEX_MASK = bytes(0x61 if chr(b) in string.hexdigits else 0x20 for b in range(256))
+_MIN_RUN = 16
+_RUN = b"a" * _MIN_RUN
 # Same matches as ``(?:\\x[0-9a-fA-F]{2}){6,}|(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :]?){8,}``,
 # written to start with a character set (the scan stays in C; ~3x faster).
 _HEX = re.compile(
@@ -228,6 +236,12 @@ def strip_markup(text: str) -> str:
     return _MARKUP.sub(_markup_repl, text)
 
 
+def _has_markup(text: str) -> bool:
+    """Whether ``text`` holds a character that starts markup ``_MARKUP`` strips: five
+    ``in`` tests (memchr) cost a tenth of one character-class search."""
+    return any(map(text.__contains__, _MARKUP_CHARS))
+
+
 def _unescape(m: re.Match[str]) -> str:
     return html.unescape(m.group())
 
@@ -252,10 +266,9 @@ def _normalize(text: str, low: str | None, visible: bool = False) -> str:
             t = unicodedata.normalize("NFKC", t)
         if _CONFUSABLE_CHARS.search(t):
             t = t.translate(_CONFUSABLES)
-        t = t.lower()
-    else:
-        t = t.lower() if low is None else low
-    if _MARKUP_HINT.search(t):
+    # ``t is text``: nothing above changed it (the common case), so its lower case is known
+    t = low if low is not None and t is text else t.lower()
+    if _has_markup(t):
         t = _MARKUP.sub(_markup_repl, t)
     return t
 
@@ -314,7 +327,7 @@ def normalize_mapped(text: str) -> tuple[str, list[int]]:
         t = low
     else:
         t = t.lower()
-    if _MARKUP_HINT.search(t):
+    if _has_markup(t):
         t, idx = _sub_mapped(_MARKUP, _markup_repl, t, idx)
     return t, idx
 
@@ -423,10 +436,41 @@ def _tags(cand: str) -> str | None:
     return "".join(chr(ord(c) - 0xE0000) for c in cand)
 
 
-_DECODERS: tuple[tuple[str, re.Pattern[str], Callable[[str], str | None]], ...] = (
-    ("base64", _B64, _b64),
-    ("hex", _HEX, _hex),
-    ("url", _URL, _url),
+def _masked(text: str, mask: bytes) -> bytes:
+    """The UTF-8 of ``text`` mapped by ``mask`` (multi-byte characters map to several bytes)."""
+    return text.encode("utf-8", "surrogatepass").translate(mask)
+
+
+def _base64_runs(text: str) -> Iterator[tuple[int, int]]:
+    """The spans of ``[A-Za-z0-9+/_-]{16,}={0,2}`` in ``text``, as ``finditer`` gives them."""
+    data = text.encode("utf-8", "surrogatepass")
+    masked = data.translate(_B64_MASK)
+    pos = masked.find(_RUN)  # the start of a run: the search never starts inside one
+    while pos >= 0:
+        end = masked.find(b" ", pos + _MIN_RUN)
+        end = len(masked) if end < 0 else end
+        end += 2 if data.startswith(b"==", end) else 1 if data.startswith(b"=", end) else 0
+        if len(data) == len(text):
+            yield pos, end
+        else:  # byte offsets -> character offsets (the run itself is ASCII)
+            start = len(data[:pos].decode("utf-8", "surrogatepass"))
+            yield start, start + end - pos
+        pos = masked.find(_RUN, end)
+
+
+def _regex_spans(rx: re.Pattern[str]) -> Callable[[str], Iterator[tuple[int, int]]]:
+    def spans(text: str) -> Iterator[tuple[int, int]]:
+        return (m.span() for m in rx.finditer(text))
+
+    return spans
+
+
+_DECODERS: tuple[
+    tuple[str, Callable[[str], Iterable[tuple[int, int]]], Callable[[str], str | None]], ...
+] = (
+    ("base64", _base64_runs, _b64),
+    ("hex", _regex_spans(_HEX), _hex),
+    ("url", _regex_spans(_URL), _url),
 )
 
 
@@ -444,20 +488,21 @@ def decode_segments(
             found.append(("unicode_tags", m.start(), m.end(), _tags(m.group()) or ""))
             if len(found) >= MAX_DECODED:
                 return found
-    for kind, rx, dec in _DECODERS:
+    for kind, spans, dec in _DECODERS:
         if kind == "url" and "%" not in text:
             continue
         if kind == "base64" and not long_token:
             continue
-        if kind == "hex" and "\\x" not in text and not (long_token and _HEX_RUN.search(text)):
+        if (
+            kind == "hex"
+            and "\\x" not in text
+            and not (long_token and _RUN in _masked(text, _HEX_MASK))
+        ):
             continue
-        for m in rx.finditer(text):
-            cand = m.group()
-            if len(cand) > MAX_ENCODED_CHARS:
-                cand = cand[:MAX_ENCODED_CHARS]
-            out = dec(cand)
+        for start, end in spans(text):
+            out = dec(text[start : min(end, start + MAX_ENCODED_CHARS)])
             if out:
-                found.append((kind, m.start(), m.end(), out))
+                found.append((kind, start, end, out))
                 if len(found) >= MAX_DECODED:
                     return found
     return found

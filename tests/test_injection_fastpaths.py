@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
 
 from authz_service.layers.semantics.injection import normalize as nz
-from authz_service.layers.semantics.injection._regex import TOKEN, tokenize
+from authz_service.layers.semantics.injection._regex import CJK, TOKEN, cjk_runs, tokenize
 from authz_service.layers.semantics.injection.classifier import features, load_model
 
 # The original (slower) spellings of the rewritten regexes.
@@ -16,6 +17,8 @@ _MARKUP_ORIG = re.compile(
     r"<!--|-->|<!\s*--|</?([a-z][a-z0-9:_-]{0,30})(?:\s[^<>]{0,256})?/?>|\*{1,3}|_{1,3}|~~|`+"
 )
 _HEX_ORIG = re.compile(r"(?:\\x[0-9a-fA-F]{2}){6,}|(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :]?){8,}")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{16}")
 
 SAMPLES = [
     "".join(map(chr, range(128))),
@@ -130,3 +133,39 @@ def test_visible_hint_changes_nothing(text: str) -> None:
     if visible:
         assert nz._ZW_SEP.search(text) is None
         assert nz._TAG_RUN.search(text) is None
+
+
+def _random_texts(alphabet: str, count: int = 3000) -> list[str]:
+    rng = random.Random(5)
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randrange(80))) for _ in range(count)]
+
+
+def test_base64_and_hex_runs_found_in_the_byte_mask_are_the_regex_matches() -> None:
+    texts = [
+        *SAMPLES,
+        "aGVsbG8gd29ybGQgaGVsbG8==",
+        "é aGVsbG8gd29ybGQgaGVsbG8=== ü aGVsbG8gd29ybGQgaGVsbG8",
+        "\ud800aGVsbG8gd29ybGQgaGVsbG8\udfff",
+        "x" * 15,
+        "ÿ" + "y" * 17 + "=",
+        "a" * 16 + "=" + "b" * 16 + "==",
+        "😀" * 3 + "Q" * 20 + "😀",
+        *_random_texts("aaaaaaB9+/_-= éü😀\n"),
+        *_random_texts("0123456789abcdefABCDEFg é"),
+    ]
+    found = 0
+    for text in texts:
+        want = [m.span() for m in _BASE64_RUN.finditer(text)]
+        assert list(nz._base64_runs(text)) == want, text
+        has_hex_run = nz._RUN in nz._masked(text, nz._HEX_MASK)
+        assert has_hex_run == (_HEX_RUN.search(text) is not None), text
+        found += bool(want) + has_hex_run
+    assert found > 500  # the comparison saw runs, not only texts without any
+
+
+def test_cjk_runs_skipped_only_where_the_regex_finds_none() -> None:
+    for c in range(0x80, 0x10000):
+        text = f"é{chr(c)}{chr(c)} x"
+        assert cjk_runs(text) == CJK.findall(text), hex(c)
+    for text in ["日本語のテスト", "한국어 텍스트", "ภาษาไทย", "中文 and русский", "हिन्दी"]:
+        assert cjk_runs(text) == CJK.findall(text)

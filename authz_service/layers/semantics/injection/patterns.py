@@ -815,10 +815,10 @@ class PatternLibrary:
             *map(self._pairs_of.__getitem__, candidates)
         )
         if pairs:
-            # token pairs as tuples: hashed from the tokens' cached hashes, no strings
-            found.update(
-                map(self._pair_key.__getitem__, pairs.intersection(itertools.pairwise(tokens)))
-            )
+            # token pairs as tuples: hashed from the tokens' cached hashes, no strings (``zip``
+            # reuses its tuple where the pair is not kept)
+            adjacent = zip(tokens, tokens[1:], strict=False)  # noqa: RUF007
+            found.update(map(self._pair_key.__getitem__, pairs.intersection(adjacent)))
         plan = self._plan
         for key in sorted(found):
             ids, rules, finditer, _pair = plan[key]

@@ -12,8 +12,9 @@ rule is translated into a looser byte-level expression that matches wherever the
 - the rule's regex is parsed with Python's own parser (``re._parser``); every character
   class becomes an expression for one whole UTF-8 character: the ASCII characters it matches
   (asked of Python's engine), and its non-ASCII ones exactly when it lists them (``[äöü]``,
-  the zero-width characters), else any non-ASCII character (``\\w``); a long run of such a
-  class (more than eight) becomes a run of bytes, which keeps the database small;
+  the zero-width characters), else any non-ASCII character (``\\w``); a repetition of such a
+  class (``[\\W_]{0,6}``) becomes an unbounded run of bytes: half the database (390 KB) and
+  a third of the compile time of exact bounded runs, for 0.5 % more candidates;
 - look-arounds, ``\\b`` and anchors are dropped (fewer conditions, more matches);
 - the rule is cut at each repetition of a group (``(?:\\w+\\W+){0,5}``): each piece must
   occur somewhere in the text (a logical AND of the pieces, Hyperscan's combination
@@ -50,7 +51,6 @@ _ANY_CHARACTER = rb"(?:[\x00-\x7f]|" + _ANY_NON_ASCII + rb")"
 _MAX_LISTED = 8192
 _ANY_BYTE = rb"[\x00-\xff]"
 _NON_ASCII_BYTES = rb"\x80-\xff"
-_MAX_EXACT_REPEAT = 8
 
 
 def loose_pieces(pattern: str, flags: int = 0) -> list[bytes]:
@@ -187,10 +187,9 @@ def _translate(sub: Any, flags: int) -> bytes:
 def _repeat(low: int, high: int, item: Any, flags: int) -> bytes:
     unbounded = high == _constants.MAXREPEAT
     single = _character(item[0][0], item[0][1], flags) if len(item) == 1 else None
-    if single is not None and single[1] is not None and (unbounded or high > _MAX_EXACT_REPEAT):
-        # long runs of whole multi-byte characters make databases too large: a run of bytes
-        top = b"" if unbounded else b"%d" % (high * 4)
-        return single[1] + b"{%d," % low + top + b"}"
+    if single is not None and single[1] is not None:
+        # bounded runs of whole multi-byte characters make databases large: any run of bytes
+        return single[1] + b"{%d,}" % low
     # a character, or a group repeated at most once (deeper repetitions were cut)
     top = b"" if unbounded else b"%d" % high
     return b"(?:" + _translate(item, flags) + b"){%d," % low + top + b"}"

@@ -238,11 +238,10 @@ class RulePrefilter:
         if self._database is None:
             return found
         try:
+            # (data, match_event_handler, flags, context, scratch), by position: the binding
+            # parses keywords by looking each name up as a new string: a third of a short scan
             self._database.scan(
-                text.encode("utf-8", "surrogatepass"),
-                match_event_handler=_collect,
-                context=found,
-                scratch=self._thread_scratch(),
+                text.encode("utf-8", "surrogatepass"), _collect, 0, found, self._thread_scratch()
             )
         except hyperscan.ScanTerminated:
             # The binding stops a database of a single combination this way (never the shipped

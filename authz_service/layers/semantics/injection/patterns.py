@@ -760,11 +760,13 @@ class PatternLibrary:
             return set(self._all_ids), self._all_hints
         found = self._prefilter.candidates(text)
         hints = self._hint_indexes.intersection(found)
-        ids = self._ids
         if not hints:
-            return {ids[index] for index in found}, frozenset()
+            return set(map(self._ids.__getitem__, found)), frozenset()
         found -= hints
-        return {ids[index] for index in found}, frozenset(map(self._hint_names.__getitem__, hints))
+        return (
+            set(map(self._ids.__getitem__, found)),
+            frozenset(map(self._hint_names.__getitem__, hints)),
+        )
 
     def find(
         self,

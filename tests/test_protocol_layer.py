@@ -211,11 +211,34 @@ def test_client_sent_internal_headers_are_removed(policy: Path) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"a": 1, "a": 2}', b'[{"x": {"b": 1, "c": 2, "b": 3}}]', b'{"a": 1, "\\u0061": 2}'],
+    [
+        b'{"a": 1, "a": 2}',
+        b'[{"x": {"b": 1, "c": 2, "b": 3}}]',
+        b'{"a": 1, "\\u0061": 2}',
+        b'{"a" :1, "a"\n\t:2}',  # whitespace before the colon
+        # a quote and colon inside a string must not make up for the repeated key
+        b'{"a": "say \\":\\" now", "a": 2}',
+        b'{"a": ":", "b": {"a": 1}, "b": 2}',
+    ],
 )
 def test_duplicate_keys_are_refused(policy: Path, body: bytes) -> None:
     decision = run(policy, "POST", "/v1/chat/completions", headers=JSON, body=body)
     assert (decision.status, decision.reason) == (400, "protocol.duplicate_json_key")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a" : 1, "b"\r\n:{"a": [{"a" :2}]}}',
+        b'{"a": "\\": \\":", "\\":": ":", "c": [":", "\\"  :"]}',
+        b'[{"a": 1}, {"a": 2}]',
+        b'"\\":"',
+    ],
+)
+def test_the_same_key_in_different_objects_or_inside_strings_is_fine(
+    policy: Path, body: bytes
+) -> None:
+    assert run(policy, "POST", "/v1/chat/completions", headers=JSON, body=body).allowed
 
 
 def test_duplicate_keys_last_wins_by_policy(tmp_path: Path) -> None:
@@ -308,3 +331,45 @@ def test_a_route_without_decompress_refuses_encoded_bodies(tmp_path: Path) -> No
     decision = run(policy, "POST", "/plain", **encoded("gzip", b"{}"))
     assert (decision.status, decision.reason) == (415, "protocol.unsupported_content_encoding")
     assert decision.headers["accept-encoding"] == "identity"
+
+
+def test_duplicate_key_shortcut_agrees_with_the_exact_check() -> None:
+    """Random documents whose keys and strings are made of quotes, colons and whitespace,
+    written with random spacing: refused exactly when some object repeats a key."""
+    import random
+
+    from authz_service.decision import Denial
+    from authz_service.layers.protocol.json_body import parse_json
+    from authz_service.layers.protocol.settings import JsonLimits
+
+    rng = random.Random(20261128)
+    alphabet = ['"', ":", " ", "a", "b", "\\", "\n"]
+
+    def string() -> str:
+        raw = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 4)))
+        return '"' + raw.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+    def value(depth: int) -> tuple[str, bool]:
+        if depth > 2 or rng.random() < 0.3:
+            return rng.choice([string(), "1", "null"]), False
+        if rng.random() < 0.3:
+            items = [value(depth + 1) for _ in range(rng.randint(0, 3))]
+            return "[" + ",".join(text for text, _ in items) + "]", any(d for _, d in items)
+        keys = [string() for _ in range(rng.randint(0, 4))]
+        duplicated = len(set(keys)) != len(keys)
+        members = []
+        for key in keys:
+            text, inner = value(depth + 1)
+            duplicated |= inner
+            members.append(key + rng.choice(["", " ", "\n\t"]) + ":" + rng.choice(["", " "]) + text)
+        return "{" + ",".join(members) + "}", duplicated
+
+    limits = JsonLimits()
+    refused = 0
+    for _ in range(3000):
+        text, duplicated = value(0)
+        outcome = parse_json(text.encode(), limits)
+        is_refused = isinstance(outcome, Denial)
+        assert is_refused == duplicated, text
+        refused += is_refused
+    assert 100 < refused < 2900  # both kinds were tried

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -28,8 +29,15 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
 
 
 # orjson keeps the last of duplicate keys silently; the stdlib scanner (C) reports every
-# object's pairs, which is the cheapest exact way to see duplicates (~2 µs per KB).
+# object's pairs, which is the cheapest exact way to see duplicates (~2.5 µs per KB).
 _DUPLICATE_FINDER = json.JSONDecoder(object_pairs_hook=_unique_pairs)
+
+# Every key written in the body ends in a quote, optional whitespace and a colon; the only
+# other places that pattern occurs are inside strings (``"\":"``, ``": "``), and matches
+# cannot overlap (each holds one quote, at its start). So the matches are at least the keys
+# written, and when they equal the members orjson kept, no key was repeated: the exact
+# check runs only when the counts differ (~1 µs instead of ~3 for a chat body).
+_KEY_END = re.compile(rb'"[ \t\n\r]*:')
 
 
 def parse_json(body: bytes, limits: JsonLimits) -> Any | Denial:
@@ -42,10 +50,10 @@ def parse_json(body: bytes, limits: JsonLimits) -> Any | Denial:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         return _parse_denial(body, exc)
-    shape = _check_shape(document, limits)
-    if shape is not None:
-        return shape
-    if limits.duplicate_keys == "reject" and isinstance(document, dict | list):
+    members = _check_shape(document, limits)
+    if isinstance(members, Denial):
+        return members
+    if limits.duplicate_keys == "reject" and len(_KEY_END.findall(body)) != members:
         duplicate = _duplicate_key(body)
         if duplicate is not None:
             return duplicate
@@ -68,14 +76,19 @@ def _parse_denial(body: bytes, exc: orjson.JSONDecodeError) -> Denial:
     )
 
 
-def _check_shape(document: Any, limits: JsonLimits) -> Denial | None:
+def _check_shape(document: Any, limits: JsonLimits) -> Denial | int:
+    """The denial of a document past ``limits``, or the number of its objects' members."""
     if type(document) in (int, float) and abs(document) > limits.max_number:
         return _number_too_large(limits.max_number)
-    elements = 0
+    elements = members = 0
     stack: list[tuple[Any, int]] = [(document, 1)] if isinstance(document, dict | list) else []
     while stack:
         node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node
+        if type(node) is dict:
+            members += len(node)
+            children = node.values()
+        else:
+            children = node
         if depth > limits.max_depth:
             return _too_deep(limits.max_depth)
         elements += len(children)
@@ -91,7 +104,7 @@ def _check_shape(document: Any, limits: JsonLimits) -> Denial | None:
                 stack.append((child, depth + 1))
             elif (kind is int or kind is float) and abs(child) > limits.max_number:
                 return _number_too_large(limits.max_number)
-    return None
+    return members
 
 
 def _duplicate_key(body: bytes) -> Denial | None:

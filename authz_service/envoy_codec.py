@@ -56,7 +56,9 @@ def _headers(http: AttributeContext.HttpRequest) -> tuple[dict[str, str], tuple[
     ``header_map`` carries raw bytes, so this is where invalid UTF-8 is caught; repeated
     headers are joined with a comma as HTTP allows."""
     if not http.HasField("header_map"):
-        return {name.lower(): value for name, value in http.headers.items()}, ()
+        # keys and item lookups run in C; the map's ``items()`` is a pure-Python mixin
+        headers = http.headers
+        return {name.lower(): headers[name] for name in headers}, ()
     headers: dict[str, str] = {}
     malformed: list[str] = []
     for entry in http.header_map.headers:

@@ -57,8 +57,8 @@ def _headers(http: AttributeContext.HttpRequest) -> tuple[dict[str, str], tuple[
     headers are joined with a comma as HTTP allows."""
     if not http.HasField("header_map"):
         # keys and item lookups run in C; the map's ``items()`` is a pure-Python mixin
-        headers = http.headers
-        return {name.lower(): headers[name] for name in headers}, ()
+        plain = http.headers
+        return {name.lower(): plain[name] for name in plain}, ()
     headers: dict[str, str] = {}
     malformed: list[str] = []
     for entry in http.header_map.headers:

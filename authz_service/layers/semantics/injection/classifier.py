@@ -27,8 +27,6 @@ __all__ = ["MODEL_PATH", "Model", "features", "load_model"]
 
 MODEL_PATH = Path(__file__).with_name("model.json")
 
-_CJK = rx.CJK
-
 
 def features(
     norm: str,
@@ -42,9 +40,8 @@ def features(
     if bigrams is None or tokens is None:
         bigrams = list(map(" ".join, itertools.pairwise(toks)))
     feats = toks + bigrams
-    if not norm.isascii():
-        for run in _CJK.findall(norm):
-            feats.extend("#" + run[i : i + 2] for i in range(len(run) - 1))
+    for run in rx.cjk_runs(norm):
+        feats.extend("#" + run[i : i + 2] for i in range(len(run) - 1))
     extra = ["@" + r for r in sorted(set(rules))]
     extra.append("%len" + str(min(14, int(math.log2(len(norm) + 1)))))
     return feats, extra
@@ -96,9 +93,7 @@ class Model:
         zero = itertools.repeat(0.0)
         get = self._words.get
         s = sum(map(get, toks, zero))
-        # ``zip`` reuses its result tuple once ``get`` has let go of it (3.11's ``pairwise``
-        # allocates one per pair): the same pairs, ~10 % cheaper
-        s = sum(map(get, zip(toks, toks[1:], strict=False), zero), s)  # noqa: RUF007
+        s = sum(map(get, rx.adjacent(toks), zero), s)
         n = 2 * len(toks) - 1 if toks else 0
         cjk = self._cjk.get
         for run in rx.cjk_runs(norm):

@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from authz_service.layers.semantics.injection._regex import TOKEN, tokenize
+from authz_service.layers.semantics.injection._regex import TOKEN, adjacent, tokenize
 from authz_service.layers.semantics.injection.normalize import HINTS
 from authz_service.layers.semantics.injection.prefilter import RulePrefilter
 
@@ -817,10 +817,8 @@ class PatternLibrary:
             *map(self._pairs_of.__getitem__, candidates)
         )
         if pairs:
-            # token pairs as tuples: hashed from the tokens' cached hashes, no strings (``zip``
-            # reuses its tuple where the pair is not kept)
-            adjacent = zip(tokens, tokens[1:], strict=False)  # noqa: RUF007
-            found.update(map(self._pair_key.__getitem__, pairs.intersection(adjacent)))
+            # token pairs as tuples: hashed from the tokens' cached hashes, no strings
+            found.update(map(self._pair_key.__getitem__, pairs.intersection(adjacent(tokens))))
         plan = self._plan
         for key in sorted(found):
             ids, rules, finditer, _pair = plan[key]
